@@ -1,0 +1,272 @@
+"""The channel's sans-I/O core: the per-direction impairment pipeline.
+
+The websocket shell feeds every message it receives to :meth:`ChannelCore.on_data` with the
+current time and sends each returned :class:`Delivery` at its ``at``; it calls
+:meth:`ChannelCore.poll` now and then (at the latest by :meth:`ChannelCore.next_poll_at`) for
+messages the pipeline held. The core reads no clock and opens no socket, and it never imports
+torch.
+
+Each direction has its own impairments, applied in the fixed order documented in
+:mod:`channel.impairments`, each with its own random generator
+``np.random.default_rng([seed, name_hash(name), direction_index])``, so setting, changing or
+clearing one impairment never changes another's draws, and one seed reproduces a run. A message
+with no impairment set on its direction is forwarded at once, without being decoded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from channel.impairments import IMPAIRMENTS, PIPELINE_ORDER, Impairment
+from channel.impairments.base import (
+    ImpairmentError,
+    InFlight,
+    classify,
+    name_hash,
+)
+from shared.config import LinkConfig
+from shared.protocol import Corrupt, encode
+
+DIRECTIONS = ("tx_to_rx", "rx_to_tx")
+MAX_CORRUPT_SIGMA = 10.0  # the largest σ the receiver accepts in a corruption event
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    data: bytes  # the bytes to forward (one websocket binary message)
+    at: float  # absolute time (same clock as ``now``) at which to send it
+
+
+@dataclass
+class _Stage:
+    name: str
+    impairment: Impairment
+    rng: np.random.Generator
+
+
+@dataclass
+class _Direction:
+    index: int
+    stages: list[_Stage] = field(default_factory=list)
+    messages_in: int = 0
+    messages_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    types_in: dict[str, int] = field(default_factory=dict)
+    types_out: dict[str, int] = field(default_factory=dict)
+    retired: dict[str, dict[str, int]] = field(default_factory=dict)  # counters of cleared ones
+    released: list[InFlight] = field(default_factory=list)  # flushed on clear, out at next poll
+
+    def find(self, name: str) -> _Stage | None:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        return None
+
+
+class ChannelCore:
+    """Impairs the messages of both directions of one link; see the module docstring."""
+
+    def __init__(self, config: LinkConfig, seed: int = 0) -> None:
+        if seed < 0:
+            raise ValueError(f"seed must be non-negative, got {seed}")
+        self.config = config
+        self.seed = seed
+        self._directions = {name: _Direction(i) for i, name in enumerate(DIRECTIONS)}
+        self._rngs: dict[tuple[str, str], np.random.Generator] = {}
+        self._event_rng = np.random.default_rng(
+            [seed, name_hash("corruption_event"), len(DIRECTIONS)]
+        )
+        self._events = {"corrupt": 0, "id_desync": 0, "prototype_noise": 0}
+
+    # -- the data path ---------------------------------------------------------------------------
+
+    def on_data(self, direction: str, data: bytes, now: float) -> list[Delivery]:
+        """One incoming message → zero (lost or held), one, or more (duplicated, or held ones
+        released) deliveries, each with its send time (never before ``now``)."""
+        d = self._direction(direction)
+        d.messages_in += 1
+        d.bytes_in += len(data)
+        kind, message = classify(data)
+        d.types_in[kind] = d.types_in.get(kind, 0) + 1
+        if not d.stages:
+            d.messages_out += 1
+            d.bytes_out += len(data)
+            d.types_out[kind] = d.types_out.get(kind, 0) + 1
+            return [Delivery(data, now)]
+        items = self._run(d, [InFlight(data, now, kind, message)], 0)
+        return [Delivery(item.data, at) for item, at in self._leave(d, items, now)]
+
+    def poll(self, now: float) -> list[tuple[str, Delivery]]:
+        """Held messages due at ``now`` (and those released by clearing an impairment)."""
+        out: list[tuple[str, Delivery]] = []
+        for name, d in self._directions.items():
+            items, d.released = d.released, []
+            for i, stage in enumerate(d.stages):
+                due = stage.impairment.poll(now)
+                if due:
+                    items.extend(self._run(d, due, i + 1))
+            out.extend((name, Delivery(item.data, at)) for item, at in self._leave(d, items, now))
+        return out
+
+    def next_poll_at(self) -> float | None:
+        """The earliest time :meth:`poll` has something to release (None: nothing held);
+        ``-inf`` when something is already waiting."""
+        times = []
+        for d in self._directions.values():
+            if d.released:
+                return -math.inf
+            times.extend(t for s in d.stages if (t := s.impairment.next_due()) is not None)
+        return min(times, default=None)
+
+    def _run(self, d: _Direction, items: list[InFlight], start: int) -> list[InFlight]:
+        for stage in d.stages[start:]:
+            if not items:
+                break
+            impairment, rng = stage.impairment, stage.rng
+            if len(items) == 1:
+                items = impairment.process(items[0], rng)
+            else:
+                items = [out for item in items for out in impairment.process(item, rng)]
+        return items
+
+    @staticmethod
+    def _leave(d: _Direction, items: list[InFlight], now: float) -> list[tuple[InFlight, float]]:
+        out = []
+        for item in items:
+            d.messages_out += 1
+            d.bytes_out += len(item.data)
+            d.types_out[item.type] = d.types_out.get(item.type, 0) + 1
+            out.append((item, max(item.at, now)))
+        return out
+
+    # -- control (REST API) ----------------------------------------------------------------------
+
+    def set_impairment(self, direction: str, name: str, attributes: Mapping[str, Any]) -> dict:
+        """Add an impairment, or update one (the given attributes are merged into its current
+        ones; its counters and state are kept). Returns its state."""
+        d = self._direction(direction)
+        cls = self._class(name)
+        stage = d.find(name)
+        where = f"{direction}/{name}"
+        if not isinstance(attributes, Mapping):
+            raise ImpairmentError(f"{where}: attributes must be an object, got {attributes!r}")
+        if stage is not None:
+            merged = {**stage.impairment.attributes.model_dump(), **attributes}
+            stage.impairment.configure(cls.validate(merged, where))
+            return stage.impairment.state()
+        impairment = cls(cls.validate(attributes, where), self.config)
+        key = (direction, name)
+        if key not in self._rngs:  # kept for the core's life: re-adding continues the stream
+            self._rngs[key] = np.random.default_rng([self.seed, name_hash(name), d.index])
+        d.stages.append(_Stage(name, impairment, self._rngs[key]))
+        d.stages.sort(key=lambda s: PIPELINE_ORDER.index(s.name))
+        return impairment.state()
+
+    def clear_impairment(self, direction: str, name: str) -> None:
+        """Remove an impairment (no-op if it is not set). Its counters stay in :meth:`stats`;
+        messages it held go on through the rest of the pipeline and out at the next poll."""
+        d = self._direction(direction)
+        self._class(name)
+        stage = d.find(name)
+        if stage is None:
+            return
+        position = d.stages.index(stage)
+        d.stages.remove(stage)
+        retired = d.retired.setdefault(name, {})
+        for key, value in stage.impairment.counters.items():
+            retired[key] = retired.get(key, 0) + value
+        held = stage.impairment.flush(-math.inf)
+        if held:
+            d.released.extend(self._run(d, held, position))
+
+    def clear_all(self) -> None:
+        for direction, d in self._directions.items():
+            for stage in list(d.stages):
+                self.clear_impairment(direction, stage.name)
+
+    def impairments(self) -> dict:
+        """``{direction: {name: {attributes..., "counters": {...}}}}`` in pipeline order."""
+        return {
+            name: {s.name: s.impairment.state() for s in d.stages}
+            for name, d in self._directions.items()
+        }
+
+    # -- one-shot events -------------------------------------------------------------------------
+
+    def corruption_event(self, rho: float = 0.0, sigma: float = 0.0) -> bytes:
+        """An encoded :class:`~shared.protocol.Corrupt` for the shell to send to the Rx: permute a
+        fraction ``rho`` of its ID map and/or add noise ``sigma`` to its prototypes."""
+        for label, value, high in (("rho", rho, 1.0), ("sigma", sigma, MAX_CORRUPT_SIGMA)):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ImpairmentError(f"corruption event: {label} must be a number, got {value!r}")
+            if not (math.isfinite(value) and 0.0 <= value <= high):
+                raise ImpairmentError(
+                    f"corruption event: {label} must be in [0, {high}], got {value}"
+                )
+        seed = int(self._event_rng.integers(0, 2**53))
+        self._events["corrupt"] += 1
+        self._events["id_desync"] += int(rho > 0)
+        self._events["prototype_noise"] += int(sigma > 0)
+        return encode(Corrupt(rho=float(rho), sigma=float(sigma), seed=seed))
+
+    # -- observation -----------------------------------------------------------------------------
+
+    def stats(self) -> dict:
+        """Per direction: messages and bytes in/out, per-type counts, totals of every
+        impairment's counters (cleared ones included), messages dropped / duplicated / held
+        (``messages_in + duplicated == messages_out + dropped + held``); and events sent."""
+        out: dict[str, Any] = {}
+        for name, d in self._directions.items():
+            totals = {k: dict(v) for k, v in d.retired.items()}
+            for stage in d.stages:
+                merged = totals.setdefault(stage.name, {})
+                for key, value in stage.impairment.counters.items():
+                    merged[key] = merged.get(key, 0) + value
+            out[name] = {
+                "messages_in": d.messages_in,
+                "messages_out": d.messages_out,
+                "bytes_in": d.bytes_in,
+                "bytes_out": d.bytes_out,
+                "dropped": sum(c.get("dropped", 0) for c in totals.values()),
+                "duplicated": sum(c.get("duplicated", 0) for c in totals.values()),
+                "held": len(d.released) + sum(s.impairment.held() for s in d.stages),
+                "types_in": dict(d.types_in),
+                "types_out": dict(d.types_out),
+                "impairments": {k: totals[k] for k in sorted(totals, key=PIPELINE_ORDER.index)},
+            }
+        out["events"] = dict(self._events)
+        return out
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _direction(self, direction: str) -> _Direction:
+        try:
+            return self._directions[direction]
+        except (KeyError, TypeError):
+            raise ImpairmentError(
+                f"unknown direction {direction!r}; expected one of {list(DIRECTIONS)}"
+            ) from None
+
+    @staticmethod
+    def _class(name: str) -> type[Impairment]:
+        try:
+            return IMPAIRMENTS[name]
+        except (KeyError, TypeError):
+            raise ImpairmentError(
+                f"unknown impairment {name!r}; known: {list(IMPAIRMENTS)}"
+            ) from None
+
+
+__all__ = [
+    "DIRECTIONS",
+    "IMPAIRMENTS",
+    "ChannelCore",
+    "Delivery",
+    "ImpairmentError",
+]

@@ -1,0 +1,348 @@
+"""The ``hoplink`` command line: one entry point, one subcommand per job.
+
+Heavy modules (torch, the web stack) are imported inside the subcommands so that ``--help`` is
+instant and the channel process never loads torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+
+from shared.config import ConfigError, add_config_arguments, config_from_args
+
+# Three processes share two cores: one BLAS/OpenMP thread each unless the user says otherwise.
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+
+class UserError(Exception):
+    """An error in what the user asked for; printed without a traceback."""
+
+
+def _print_json(payload: object) -> None:
+    print(json.dumps(payload, indent=2, default=str))
+
+
+# --- sim ------------------------------------------------------------------------------------------
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    from shared.codec import load_codec
+    from shared.scenarios import load_clip
+    from shared.simulator import Corruption, DecodeCache, simulate
+    from shared.tables import render_table
+
+    config = config_from_args(args)
+    codec = load_codec(config.codec)
+    _check_codec(config, codec)
+    frames = load_clip(args.scenario, n_frames=args.frames, size=codec.frame_size, seed=config.seed)
+    latents = codec.encode(frames)
+    corruption = None
+    if args.corrupt_at is not None:
+        corruption = Corruption(args.corrupt_at, args.rho, args.sigma, config.seed)
+    result = simulate(
+        latents, config, frames=frames, decoder=DecodeCache(codec), corruption=corruption
+    )
+    s = result.summary
+    if args.json:
+        _print_json(
+            {
+                "scenario": args.scenario,
+                "config": config.model_dump(),
+                "config_digest": config.digest(),
+                "summary": s.as_dict(),
+                "tx": vars(result.tx),
+                "rx": vars(result.rx),
+                "digests_agree": result.digests_agree,
+                "silent_wrong": result.silent_wrong,
+            }
+        )
+        return 0
+    print(
+        f"scenario {args.scenario}: {s.frames} frames, memory={config.memory}, "
+        f"τ={config.threshold}, M={config.capacity}, codec {codec.name}"
+    )
+    headers = ["bits/frame", "hit rate", "NEW", "CR", "η", "C", "PSNR dB", "SSIM", "wire B/f"]
+    row = [
+        s.bits_per_frame,
+        s.hit_rate,
+        s.news,
+        s.compression_ratio,
+        s.efficiency,
+        s.capacity,
+        s.psnr,
+        s.ssim,
+        s.wire_bytes_per_frame,
+    ]
+    print(render_table(headers, [row]))
+    outcomes = ", ".join(f"{k} {v}" for k, v in s.outcomes.items())
+    print(
+        f"frames: {outcomes}; refreshes {s.refreshes}; cue failures {result.rx.cue_failures}; "
+        f"silent wrong {result.silent_wrong}; memory digests agree: {result.digests_agree}"
+    )
+    return 0
+
+
+def _check_codec(config, codec) -> None:
+    if codec.latent_dim != config.latent_dim:
+        raise UserError(
+            f"latent_dim={config.latent_dim} but codec {codec.name!r} makes "
+            f"{codec.latent_dim}-d latents; set --latent-dim {codec.latent_dim}"
+        )
+
+
+# --- table ----------------------------------------------------------------------------------------
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from shared.codec import load_codec
+    from shared.experiments import TABLE_GROUPS, paper_table
+    from shared.tables import Precise, render_table
+
+    config = config_from_args(args)
+    codec = load_codec(config.codec)
+    _check_codec(config, codec)
+    started = time.perf_counter()
+    with tqdm(desc="calibrating", unit="run", disable=args.json or None) as bar:
+        table = paper_table(
+            codec,
+            config,
+            n_frames=args.frames,
+            seed=config.seed,
+            psnr_drop=args.psnr_drop,
+            progress=lambda g: bar.set_description(f"{g} ({len(TABLE_GROUPS)} groups)"),
+            on_step=bar.update,
+        )
+    elapsed = time.perf_counter() - started
+    rows = []
+    for r in table.rows:
+        s = r.result.summary
+        rows.append(
+            [
+                r.group,
+                r.method,
+                Precise(r.result.threshold),
+                s.bits_per_frame,
+                s.hit_rate,
+                s.news,
+                s.compression_ratio,
+                s.efficiency,
+                s.capacity,
+                r.target_psnr,
+                s.psnr,
+                s.ssim,
+            ]
+        )
+    if args.json:
+        _print_json(
+            {
+                "rows": [dict(zip(_TABLE_HEADERS, row, strict=True)) for row in rows],
+                "reductions": table.reductions,
+                "average_reduction": table.average_reduction,
+                "seconds": elapsed,
+            }
+        )
+        return 0
+    print(render_table(_TABLE_HEADERS, rows))
+    print()
+    for group, red in table.reductions.items():
+        print(f"bit reduction of hopfield over vq, {group}: {100 * red:+.1f} %")
+    print(f"average over the three protocols: {100 * table.average_reduction:+.1f} %")
+    print(
+        f"({elapsed:.0f} s; τ calibrated per method: lowest-rate τ with PSNR ≥ target, "
+        f"target = all-NEW PSNR − {args.psnr_drop} dB)"
+    )
+    return 0
+
+
+_TABLE_HEADERS = [
+    "group",
+    "memory",
+    "τ",
+    "bits/frame",
+    "hit rate",
+    "NEW",
+    "CR",
+    "η",
+    "C",
+    "target dB",
+    "PSNR dB",
+    "SSIM",
+]
+
+
+# --- train ----------------------------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from shared.training import train_codec
+
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    card = train_codec(
+        args.codec, minutes=args.minutes, seed=args.seed, device=args.device, out_dir=args.out
+    )
+    print(json.dumps(card, indent=2))
+    return 0
+
+
+# --- rx / tx / channel / demo: the networked link ----------------------------------------------
+
+
+def cmd_rx(args: argparse.Namespace) -> int:
+    from receiver.server import run
+    from shared.service import RxSettings, settings_from_args
+
+    return run(config_from_args(args), settings_from_args(RxSettings, args))
+
+
+def cmd_tx(args: argparse.Namespace) -> int:
+    from shared.service import TxSettings, settings_from_args
+    from transmitter.client import run
+
+    return run(config_from_args(args), settings_from_args(TxSettings, args))
+
+
+def cmd_channel(args: argparse.Namespace) -> int:
+    from channel.server import run
+    from shared.service import ChannelSettings, settings_from_args
+
+    return run(config_from_args(args), settings_from_args(ChannelSettings, args))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from shared.demo import DemoError, run_demo
+
+    config_from_args(args)  # validate here: a bad flag fails before any process starts
+    try:
+        return run_demo(args)
+    except DemoError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _add_network_commands(sub: argparse._SubParsersAction) -> None:
+    from shared.demo import add_demo_arguments
+    from shared.service import (
+        ChannelSettings,
+        RxSettings,
+        TxSettings,
+        add_settings_arguments,
+    )
+
+    rx = sub.add_parser("rx", help="run the receiver process (websocket /link, REST on 8003)")
+    add_settings_arguments(rx, RxSettings)
+    add_config_arguments(rx)
+    rx.set_defaults(func=cmd_rx)
+
+    tx = sub.add_parser("tx", help="run the transmitter process (streams to --url, REST on 8001)")
+    add_settings_arguments(tx, TxSettings)
+    add_config_arguments(tx)
+    tx.set_defaults(func=cmd_tx)
+
+    channel = sub.add_parser(
+        "channel", help="run the channel proxy (Tx-side /link, impairment REST API on 8002)"
+    )
+    add_settings_arguments(channel, ChannelSettings)
+    add_config_arguments(channel)
+    channel.set_defaults(func=cmd_channel)
+
+    demo = sub.add_parser("demo", help="start rx, channel and tx on loopback and stream a clip")
+    add_demo_arguments(demo)
+    add_config_arguments(demo)
+    demo.set_defaults(func=cmd_demo)
+
+
+# --- parser ---------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hoplink",
+        description="Emulator of semantic video communication with shared Hopfield memories.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    sim = sub.add_parser("sim", help="run one clip through the in-process simulator")
+    sim.add_argument(
+        "--scenario",
+        default="low_motion",
+        help="scenario name (see `hoplink scenarios`) or a video file path",
+    )
+    sim.add_argument("--frames", type=int, default=None, help="frames to use (default: 120)")
+    sim.add_argument(
+        "--corrupt-at", type=int, default=None, help="corrupt the Rx memory once, before this frame"
+    )
+    sim.add_argument("--rho", type=float, default=0.0, help="ID-map desync fraction ρ")
+    sim.add_argument("--sigma", type=float, default=0.0, help="prototype noise σ")
+    sim.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_config_arguments(sim)
+    sim.set_defaults(func=cmd_sim)
+
+    table = sub.add_parser("table", help="reproduce the paper's Table I at matched PSNR")
+    table.add_argument("--frames", type=int, default=None, help="frames per clip (default 120)")
+    table.add_argument(
+        "--psnr-drop",
+        type=float,
+        default=0.5,
+        help="target PSNR = all-NEW PSNR minus this many dB (default 0.5)",
+    )
+    table.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_config_arguments(table)
+    table.set_defaults(func=cmd_table)
+
+    train = sub.add_parser("train", help="train a codec's weights from the bundled photos")
+    train.add_argument("--codec", default="ae64", help="codec name (default ae64)")
+    train.add_argument("--minutes", type=float, default=10.0, help="wall-clock budget")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--device", default="cpu", help="cpu or cuda")
+    train.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    train.add_argument("--out", default=None, help="output folder (default: the package's)")
+    train.set_defaults(func=cmd_train)
+
+    scen = sub.add_parser("scenarios", help="list the bundled scenarios and protocols")
+    scen.set_defaults(func=cmd_scenarios)
+    _add_network_commands(sub)
+    return parser
+
+
+def cmd_scenarios(args: argparse.Namespace) -> int:
+    from shared.scenarios import PROTOCOLS, SCENARIOS, protocol_of
+
+    for name in SCENARIOS:
+        print(f"{name:18s} {protocol_of(name) or '(reported separately)'}")
+    print("protocols: " + "; ".join(f"{p}: {', '.join(n)}" for p, n in PROTOCOLS.items()))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except (ConfigError, UserError) as exc:
+        print(f"hoplink {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        # Errors of the known kinds (bad scenario, codec) carry a message meant for the user.
+        from shared.codec import CodecError
+        from shared.scenarios import ScenarioError
+
+        if isinstance(exc, CodecError | ScenarioError):
+            print(f"hoplink {args.command}: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

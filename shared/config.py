@@ -1,0 +1,115 @@
+"""One validated configuration of a link, shared by both ends.
+
+Every field is settable by a CLI flag (``--capacity 256``) and by an environment variable with the
+``HOPLINK_`` prefix (``HOPLINK_CAPACITY=256``); flags win. Two ends prove they agree by comparing
+:meth:`LinkConfig.digest` in their HELLO.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+from typing import Any, Literal, get_args, get_origin
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MemoryKind = Literal["hopfield", "vq"]
+TransmissionMode = Literal["index", "soft"]
+EvictionPolicy = Literal["fifo", "lru", "freeze"]
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field."""
+
+
+class LinkConfig(BaseSettings):
+    """Parameters both ends of a link must share (the digest covers all of them)."""
+
+    model_config = SettingsConfigDict(env_prefix="HOPLINK_", frozen=True, extra="forbid")
+
+    codec: str = Field("ae64", description="name of the shipped codec (encoder/decoder weights)")
+    latent_dim: int = Field(64, ge=2, le=4096, description="latent dimension d")
+    bits_per_value: int = Field(8, ge=1, le=16, description="quantizer bits per latent value b")
+    capacity: int = Field(256, ge=1, le=1 << 20, description="memory capacity M (prototypes)")
+    beta: float = Field(20.0, gt=0, le=1e4, description="Hopfield inverse temperature β (eq. 4)")
+    hopfield_steps: int = Field(1, ge=1, le=100, description="Hopfield update iterations (HEN)")
+    hopfield_eps: float = Field(1e-4, gt=0, description="stop iterating when the update moves less")
+    threshold: float = Field(0.98, ge=-1.0, le=1.0, description="hit threshold τ on cosine (eq. 1)")
+    memory: MemoryKind = Field("hopfield", description="memory kind: hopfield (soft) or vq (hard)")
+    transmission: TransmissionMode = Field(
+        "index", description="index: send the best reference; soft: top-k references + weights"
+    )
+    top_k: int = Field(4, ge=1, le=64, description="references sent per hit in soft mode")
+    weight_bits: int = Field(4, ge=1, le=16, description="bits per soft weight")
+    cue_bits: int = Field(32, ge=0, le=64, description="SimHash cue length K (0 disables cues)")
+    cue_tolerance: int = Field(3, ge=0, le=64, description="cue Hamming tolerance t")
+    eviction: EvictionPolicy = Field(
+        "fifo", description="at capacity: fifo/lru overwrite a slot, freeze stops adding"
+    )
+    seed: int = Field(0, ge=0, description="seed of the cue hyperplanes and of impairments")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LinkConfig:
+        if self.cue_tolerance > self.cue_bits:
+            raise ValueError(
+                f"cue_tolerance ({self.cue_tolerance}) must not exceed cue_bits ({self.cue_bits})"
+            )
+        if self.memory == "vq" and self.transmission == "soft":
+            raise ValueError("memory=vq has no soft recall: use transmission=index")
+        if self.transmission == "soft" and self.top_k > self.capacity:
+            raise ValueError(f"top_k ({self.top_k}) must not exceed capacity ({self.capacity})")
+        return self
+
+    @property
+    def index_bits(self) -> int:
+        """⌈log2 M⌉ bits of one reference (eq. 3); at least one bit."""
+        return max(1, math.ceil(math.log2(self.capacity)))
+
+    def digest(self) -> str:
+        """Stable sha256 of every field, in canonical JSON (sorted keys)."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def replace(self, **changes: Any) -> LinkConfig:
+        """A validated copy with some fields changed (environment variables not re-read)."""
+        return build_config({**self.model_dump(), **changes}, read_env=False)
+
+
+def build_config(values: dict[str, Any] | None = None, *, read_env: bool = True) -> LinkConfig:
+    """Validate ``values`` (over environment variables when ``read_env``) into a LinkConfig."""
+    values = {k: v for k, v in (values or {}).items() if v is not None}
+    try:
+        if read_env:
+            return LinkConfig(**values)
+        return LinkConfig.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "config"
+        parts.append(f"{field}: {err['msg']} (got {err.get('input')!r})")
+    return "invalid link configuration: " + "; ".join(parts)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one ``--flag`` per LinkConfig field; defaults stay None so env/defaults apply."""
+    group = parser.add_argument_group("link configuration (also HOPLINK_<FIELD> env vars)")
+    for name, field in LinkConfig.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        kwargs: dict[str, Any] = {"dest": name, "default": None, "help": field.description}
+        if get_origin(field.annotation) is Literal:
+            kwargs["choices"] = get_args(field.annotation)
+        elif field.annotation in (int, float):
+            kwargs["type"] = field.annotation
+        kwargs["help"] = f"{field.description} (default {field.default})"
+        group.add_argument(flag, **kwargs)
+
+
+def config_from_args(args: argparse.Namespace) -> LinkConfig:
+    return build_config({name: getattr(args, name, None) for name in LinkConfig.model_fields})

@@ -1,0 +1,118 @@
+"""The transmitter's sans-I/O core: a latent in, a HIT or NEW out; refresh requests answered.
+
+No sockets, no clocks: the caller passes the frame time and moves the messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from shared.config import LinkConfig
+from shared.cues import CueHasher
+from shared.memory import Memory, MemoryAccessError
+from shared.protocol import Bye, Digest, Hit, Message, New, ProtocolError, Refresh, RefreshRequest
+from shared.quantizer import dequantize, pack_codes, quantize
+
+
+@dataclass
+class TxCounters:
+    frames: int = 0
+    hits: int = 0
+    news: int = 0
+    news_unstored: int = 0  # misses at capacity under the freeze policy
+    refresh_requests: int = 0
+    refreshes_sent: int = 0
+    refreshes_refused: int = 0  # unknown reference, or over the refresh budget
+    digests_sent: int = 0
+
+
+@dataclass(frozen=True)
+class TxFrame:
+    """The Tx's decision for one frame and the latent the Rx should reconstruct from it."""
+
+    message: Hit | New
+    latent: np.ndarray  # what a faithful Rx reconstructs
+    similarity: float  # decision statistic (eq. 1); -inf on an empty memory
+
+    @property
+    def hit(self) -> bool:
+        return isinstance(self.message, Hit)
+
+
+@dataclass
+class TransmitterCore:
+    config: LinkConfig
+    refresh_budget: int = 64  # refreshes answered per digest period (bounds amplification)
+    counters: TxCounters = field(default_factory=TxCounters)
+
+    def __post_init__(self) -> None:
+        cfg = self.config
+        self.memory = Memory(cfg)
+        self.hasher = CueHasher(cfg.latent_dim, cfg.cue_bits, cfg.seed)
+        self._refresh_tokens = self.refresh_budget
+        self.last_seq = -1
+
+    def on_frame(self, seq: int, t: float, latent: np.ndarray) -> TxFrame:
+        """Decide HIT or NEW for the frame's unit-norm latent (eq. 1) and update the memory."""
+        latent = np.asarray(latent, dtype=np.float32)
+        if latent.shape != (self.config.latent_dim,):
+            raise ValueError(f"latent shape {latent.shape}, expected ({self.config.latent_dim},)")
+        self.counters.frames += 1
+        self.last_seq = seq
+        hit, recall = self.memory.decide(latent)
+        similarity = recall.similarity if recall is not None else float("-inf")
+        if hit:
+            self.counters.hits += 1
+            self.memory.touch(recall.refs)
+            cue = self.hasher.cue(recall.latent)
+            message = Hit(seq=seq, t=t, refs=recall.refs, cue=cue, weights=recall.weight_codes)
+            return TxFrame(message, recall.latent, similarity)
+        self.counters.news += 1
+        codes = quantize(latent, self.config.bits_per_value)
+        slot = self.memory.slot_for_new()
+        if slot is None:
+            self.counters.news_unstored += 1
+            reconstruction = dequantize(codes, self.config.bits_per_value)
+        else:
+            reconstruction = self.memory.store(slot, codes)
+        packed = pack_codes(codes, self.config.bits_per_value)
+        message = New(seq=seq, t=t, slot=-1 if slot is None else slot, latent=packed)
+        return TxFrame(message, reconstruction, similarity)
+
+    def on_message(self, message: Message) -> list[Message]:
+        """Handle a message from the Rx; returns what to send back."""
+        if isinstance(message, RefreshRequest):
+            return self._refresh(message)
+        raise ProtocolError(f"transmitter does not accept {message.TYPE!r} messages")
+
+    def _refresh(self, request: RefreshRequest) -> list[Message]:
+        self.counters.refresh_requests += 1
+        try:
+            self.memory.check_slot(request.ref)
+        except MemoryAccessError:
+            self.counters.refreshes_refused += 1
+            return []
+        if self._refresh_tokens <= 0:
+            self.counters.refreshes_refused += 1
+            return []
+        self._refresh_tokens -= 1
+        self.counters.refreshes_sent += 1
+        packed = pack_codes(self.memory.codes[request.ref], self.config.bits_per_value)
+        return [Refresh(ref=request.ref, seq=request.seq, latent=packed)]
+
+    def digest(self) -> Digest:
+        """A DIGEST of the memory after the last frame; also refills the refresh budget."""
+        self.counters.digests_sent += 1
+        self._refresh_tokens = self.refresh_budget
+        memory = self.memory
+        return Digest(
+            seq=self.last_seq,
+            count=memory.count,
+            digest=memory.digest(),
+            slot_hashes=memory.slot_hashes().astype("<u4").tobytes(),
+        )
+
+    def bye(self, reason: str = "end of stream") -> Bye:
+        return Bye(last_seq=self.last_seq, reason=reason)
