@@ -1,6 +1,7 @@
 import argparse
 
 import pytest
+from pydantic import ValidationError
 
 from shared.config import (
     ConfigError,
@@ -69,5 +70,5 @@ def test_unknown_field_is_refused():
 
 def test_config_is_frozen():
     cfg = LinkConfig()
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         cfg.threshold = 0.1

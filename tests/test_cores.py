@@ -8,9 +8,8 @@ from shared.accounting import Outcome, semantic_bits, summarize
 from shared.config import build_config
 from shared.protocol import Bye, Digest, Error, Hit, New, Refresh, RefreshRequest, decode, encode
 from shared.simulator import Corruption, simulate
-from transmitter.core import TransmitterCore
-
 from tests.synthetic import drifting_latents
+from transmitter.core import TransmitterCore
 
 
 def _cfg(**kw):
