@@ -12,8 +12,9 @@ Every impairment shares three attributes (see :class:`ImpairmentAttributes`):
 * ``types`` — message types it applies to; by default every *data-plane* type;
 * ``seq_range`` — inclusive ``[lo, hi]`` of sequence numbers it applies to.
 
-Control plane: ``hello``, ``bye``, ``error`` and ``corrupt`` messages are never impaired unless an
-impairment names them explicitly in ``types``; a broken handshake or a lost BYE would test the
+Control plane: ``hello``, ``bye``, ``error`` and ``corrupt`` messages are only delayed and
+rate-limited (transport impairments), never lost or corrupted unless an impairment names them
+explicitly in ``types``; a broken handshake or a lost BYE would test the
 transport, not the semantic link. A frame whose ``type`` cannot even be read is typed
 ``"undecodable"`` and is data plane: loss, rate, delay, duplicate and reorder still act on it,
 while field-aware impairments (field-mode bit errors, ID desync, prototype noise) skip any
@@ -177,6 +178,9 @@ class Impairment(ABC):
     Attributes: ClassVar[type[ImpairmentAttributes]] = ImpairmentAttributes
     DEFAULT_TYPES: ClassVar[frozenset[str] | None] = None
     COUNTERS: ClassVar[tuple[str, ...]] = ()
+    # Transport impairments (delay, rate) act on control messages too: a real link delays a BYE
+    # as much as the frames before it, so it cannot overtake them.
+    transport: ClassVar[bool] = False
 
     def __init__(self, attributes: ImpairmentAttributes, config: LinkConfig) -> None:
         self.config = config
@@ -209,7 +213,7 @@ class Impairment(ABC):
     def selects(self, item: InFlight) -> bool:
         types = self._types
         if types is None:
-            if item.type in CONTROL_TYPES:
+            if item.type in CONTROL_TYPES and not self.transport:
                 return False
         elif item.type not in types:
             return False

@@ -32,6 +32,7 @@ class Delay(Impairment):
     name = "delay"
     Attributes = Attributes
     COUNTERS = ("delayed",)
+    transport = True
 
     _last_at = -math.inf
 

@@ -33,6 +33,7 @@ class Rate(Impairment):
     name = "rate"
     Attributes = Attributes
     COUNTERS = ("dropped", "queued")
+    transport = True
 
     busy_until = -math.inf
 

@@ -1,0 +1,654 @@
+"""The receiver process: a websocket endpoint ``/link`` feeding :class:`ReceiverCore`, plus REST.
+
+One link at a time. The first message must be a HELLO with our protocol version, link config
+digest and codec digest; a mismatch is answered with an ERROR and a close code (4000-4003, see
+:class:`shared.service.CloseCode`). After it every binary message is decoded and handed to the
+core with ``time.monotonic()``; replies go back on the same websocket; a tick task lets the core
+conceal frames whose refresh did not come in time.
+
+A *session* is one stream of sequence numbers: it starts with the first HELLO and ends with BYE.
+A link that drops without BYE is resumed by the next HELLO (same core, same memory); a HELLO
+after BYE starts a fresh session (new core, new accounting).
+
+Final frames are decoded to pixels by the codec in a worker thread (so the link keeps moving) and,
+with ``--reference``, compared with the ground truth regenerated locally from the same scenario
+and seed (out of band: never link bits) for PSNR/SSIM. All figures come from
+:mod:`shared.accounting` and the core's counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from fastapi import APIRouter, WebSocket
+from pydantic import BaseModel
+
+from receiver.core import ReceiverCore, RxStep
+from shared.accounting import (
+    FrameRecord,
+    LinkSummary,
+    Outcome,
+    psnr,
+    semantic_bits,
+    ssim,
+    summarize,
+)
+from shared.codec import Codec, load_codec
+from shared.config import ConfigError, LinkConfig
+from shared.protocol import (
+    Bye,
+    Digest,
+    Error,
+    Hello,
+    Hit,
+    Message,
+    New,
+    ProtocolError,
+    Refresh,
+    RefreshRequest,
+    decode,
+    encode,
+)
+from shared.scenarios import iter_frames
+from shared.service import (
+    CloseCode,
+    HandshakeError,
+    Health,
+    LinkState,
+    RxSettings,
+    check_hello,
+    create_app,
+    finite,
+    get_service,
+    never_finished,
+    serve,
+    ws_frame_bytes,
+)
+from shared.simulator import DecodeCache
+
+log = logging.getLogger("hoplink.rx")
+
+TIMELINE_FRAMES = 300  # recent frames kept for a dashboard
+SUMMARY_WINDOW = 20_000  # link figures cover the last this many settled frames (bounded cost)
+DECODE_CACHE_FRAMES = 4096  # decoded frames kept for repeated latents (hits), then started anew
+
+
+# --- one session's bookkeeping (no I/O) ----------------------------------------------------------
+
+
+@dataclass
+class Traffic:
+    """Bytes and bits that crossed this end of the link in one session."""
+
+    messages_in: int = 0
+    messages_out: int = 0
+    payload_bytes_in: int = 0  # msgpack bytes
+    payload_bytes_out: int = 0
+    wire_bytes_in: int = 0  # msgpack + websocket framing (shared.service.ws_frame_bytes)
+    wire_bytes_out: int = 0
+    refreshes: int = 0  # REFRESH messages received
+    refresh_bits: int = 0  # their semantic bits (eq. 3), part of bits/frame
+    semantic_bits_in: int = 0  # eq. 3 bits of the frames admitted (HIT/NEW) plus refresh_bits
+    feedback_bits: int = 0  # semantic bits of REFRESH_REQUEST sent to the Tx
+    decode_errors: int = 0  # messages shared.protocol.decode rejected
+    errors_sent: int = 0
+    replies_dropped: int = 0  # replies produced while no link could carry them
+    corrupt_events: int = 0  # CORRUPT events received from the channel
+
+
+class RxSession:
+    """Accounting of one stream around a :class:`ReceiverCore`: records, traffic, digests.
+
+    Pure bookkeeping: the shell passes messages, steps and times in; nothing here does I/O.
+    """
+
+    def __init__(self, config: LinkConfig, number: int, refresh_timeout: float) -> None:
+        self.config = config
+        self.number = number
+        self.core = ReceiverCore(config, refresh_timeout=refresh_timeout)
+        self.traffic = Traffic()
+        self.ended = False  # BYE received
+        self.arrived: dict[int, FrameRecord] = {}  # frames seen but not settled yet
+        self.settled: deque[FrameRecord] = deque(maxlen=SUMMARY_WINDOW)
+        self.timeline: deque[FrameRecord] = deque(maxlen=TIMELINE_FRAMES)
+        self.provisional = 0  # concealing frames shown while a refresh was awaited
+        self.admitted = 0  # distinct frames that arrived (duplicates excluded)
+        self.held_bye: tuple[Bye, float] | None = None  # a BYE waiting for frames it overtook
+        self.news_since_digest = 0
+        self.digest_agree: bool | None = None
+        self.last_digest_seq: int | None = None
+        self.last_quality: FrameRecord | None = None
+        self._summary: LinkSummary | None = None
+        self._summary_key: tuple[int, int] | None = None
+        self.quality_done = 0
+
+    def on_message(self, message: Message, payload_bytes: int, now: float) -> RxStep:
+        """Feed one decoded message; returns the core's step (frames settle via ``settled``)."""
+        step = self.core.on_message(message, now)
+        seq = getattr(message, "seq", None)
+        if isinstance(message, Hit | New) and any(f.seq == seq for f in step.frames):
+            # A frame the core admitted (duplicates produce no frame): remember what it cost.
+            bits = semantic_bits(message, self.config)
+            self.admitted += 1
+            self.traffic.semantic_bits_in += bits
+            self.arrived[seq] = FrameRecord(
+                seq=seq,
+                hit=isinstance(message, Hit),
+                bits=bits,
+                wire_bytes=payload_bytes,
+                outcome=Outcome.LOST,  # until settled
+            )
+        match message:
+            case New():
+                self.news_since_digest += 1
+            case Refresh():
+                bits = semantic_bits(message, self.config)
+                self.traffic.refreshes += 1
+                self.traffic.refresh_bits += bits
+                self.traffic.semantic_bits_in += bits
+            case Digest():
+                self.news_since_digest = 0
+                self.last_digest_seq = message.seq
+            case Bye():
+                self.ended = True
+        if self.news_since_digest == 0 and self.core.tx_digest is not None:
+            # The Tx's digest describes this memory until the next NEW; refreshes repair it.
+            self.digest_agree = self.core.digest == self.core.tx_digest
+        return step
+
+    def hold_bye(self, bye: Bye, deadline: float) -> None:
+        """Keep a BYE until every frame up to ``bye.last_seq`` arrived, or until ``deadline``.
+
+        The channel may deliver BYE before frames it delayed (control messages skip delay), and
+        a real network may reorder; finishing at once would count those frames lost.
+        """
+        self.held_bye = (bye, deadline)
+
+    def release_bye(self, now: float, force: bool = False) -> Bye | None:
+        """The held BYE, once all its frames arrived, its deadline passed, or ``force``."""
+        if self.held_bye is None:
+            return None
+        bye, deadline = self.held_bye
+        if force or now >= deadline or self.admitted >= bye.last_seq + 1:
+            self.held_bye = None
+            return bye
+        return None
+
+    def settle(self, step: RxStep) -> list[tuple[FrameRecord, np.ndarray]]:
+        """Record the final outcomes of ``step``; returns (record, latent shown) to measure."""
+        shown = []
+        for frame in step.frames:
+            if frame.outcome is None:
+                self.provisional += 1
+                continue
+            record = self.arrived.pop(frame.seq, None)
+            if record is None:  # lost: no message ever described it
+                record = FrameRecord(
+                    seq=frame.seq, hit=False, bits=0, wire_bytes=0, outcome=Outcome.LOST
+                )
+            record.outcome = frame.outcome
+            self.settled.append(record)
+            self.timeline.append(record)
+            if frame.latent is not None:
+                # Copy: the latent may be a view of a memory slot that is rewritten later.
+                shown.append((record, np.array(frame.latent, dtype=np.float32)))
+        return shown
+
+    def summary(self) -> LinkSummary | None:
+        """shared.accounting's link figures over the settled window (cached between changes)."""
+        key = (self.core.counters.messages + len(self.settled), self.quality_done)
+        if key != self._summary_key and self.settled:
+            t = self.traffic
+            self._summary = summarize(
+                list(self.settled),
+                self.config,
+                refresh_bits=t.refresh_bits,
+                feedback_bits=t.feedback_bits,
+                refreshes=t.refreshes,
+            )
+            self._summary_key = key
+        return self._summary
+
+
+class ReferenceFrames:
+    """Ground-truth frames by sequence number, regenerated locally (never sent on the link)."""
+
+    def __init__(self, source: str, n_frames: int | None, size: int, seed: int) -> None:
+        self.source = source
+        self._frames = iter_frames(source, n_frames, size, seed)  # bad sources fail here
+        self._cache: list[np.ndarray] = []
+        self._exhausted = False
+
+    def get(self, seq: int) -> np.ndarray | None:
+        while not self._exhausted and len(self._cache) <= seq:
+            frame = next(self._frames, None)
+            if frame is None:
+                self._exhausted = True
+            else:
+                self._cache.append(frame)
+        if seq < len(self._cache):
+            return self._cache[seq]
+        # Past the end: the Tx loops its source (--loop) and keeps counting sequence numbers.
+        return self._cache[seq % len(self._cache)] if self._cache else None
+
+
+# --- stats models --------------------------------------------------------------------------------
+
+
+class RxLinkStats(BaseModel):
+    state: LinkState
+    session: int
+    session_ended: bool
+    links_accepted: int
+    links_refused_by_code: dict[str, int]
+    last_close_code: int | None
+    last_close_reason: str | None
+
+
+class RxBits(BaseModel):
+    semantic_per_frame: float | None  # eq. 3, frame messages + refreshes (shared.accounting)
+    payload_bytes_per_frame: float | None  # msgpack bytes of the frame messages
+    wire_bits_per_frame: float | None  # all link bytes both ways incl. websocket framing
+    feedback_bits_per_frame: float | None
+    compression_ratio: float | None
+    efficiency: float | None  # η (eq. 5)
+    capacity: float | None  # C (eq. 5)
+
+
+class RxQuality(BaseModel):
+    reference: str | None
+    psnr_mean: float | None
+    ssim_mean: float | None
+    psnr_last: float | None
+    ssim_last: float | None
+    pending: int  # frames waiting for pixel decoding / quality
+
+
+class RxMemory(BaseModel):
+    count: int
+    filled: int
+    capacity: int
+    occupancy: float
+
+
+class RxDigest(BaseModel):
+    rx: str
+    tx_last: str | None
+    agree: bool | None  # Rx memory == the Tx's at its last DIGEST (None: no DIGEST yet)
+    last_digest_seq: int | None
+
+
+class TimelineEntry(BaseModel):
+    seq: int
+    kind: str | None  # "HIT" | "NEW" | None (lost)
+    bits: int
+    outcome: str
+    psnr: float | None
+
+
+class RxStats(BaseModel):
+    service: str = "rx"
+    link: RxLinkStats
+    frames: int  # settled frames
+    frames_by_outcome: dict[str, int]
+    provisional_frames: int
+    hits: int
+    news: int
+    hit_rate: float | None
+    bits: RxBits
+    quality: RxQuality
+    memory: RxMemory
+    digest: RxDigest
+    counters: dict[str, int]  # ReceiverCore counters (monotonic within a session)
+    traffic: dict[str, int]
+    timeline: list[TimelineEntry]
+
+
+# --- the shell -----------------------------------------------------------------------------------
+
+
+class RxService:
+    """The Rx's I/O shell: websocket link, tick task, quality worker, stats."""
+
+    name = "rx"
+
+    def __init__(
+        self, config: LinkConfig, settings: RxSettings, codec: Codec | None = None
+    ) -> None:
+        self.config = config
+        self.settings = settings
+        self.codec = codec or load_codec(config.codec)
+        if self.codec.latent_dim != config.latent_dim:
+            raise ConfigError(
+                f"latent_dim={config.latent_dim} but codec {self.codec.name!r} makes "
+                f"{self.codec.latent_dim}-d latents"
+            )
+        self.config_digest = config.digest()
+        self.reference = (
+            ReferenceFrames(settings.reference, settings.frames, self.codec.frame_size, config.seed)
+            if settings.reference
+            else None
+        )
+        self.decoder = DecodeCache(self.codec)
+        self._decoded = 0
+        self.session = RxSession(config, 0, settings.refresh_timeout)
+        self.sessions = 0
+        self.state = LinkState.IDLE
+        self.link: WebSocket | None = None
+        self.links_accepted = 0
+        self.refusals: dict[str, int] = {}
+        self.last_close: tuple[int, str] | None = None
+        self._send_lock = asyncio.Lock()
+        self._quality: asyncio.Queue[tuple[RxSession, FrameRecord, np.ndarray]] = asyncio.Queue()
+        self._quality_busy = 0
+        self._tasks: list[asyncio.Task] = []
+        self._warned = 0
+
+    # -- lifespan ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._tick_loop(), name="rx-tick"),
+            asyncio.create_task(self._quality_loop(), name="rx-quality"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self.link is not None:
+            with contextlib.suppress(Exception):
+                await self.link.close(CloseCode.GOING_AWAY, "receiver shutting down")
+
+    wait_finished = staticmethod(never_finished)
+
+    # -- the link ---------------------------------------------------------------------------------
+
+    async def serve_link(self, ws: WebSocket) -> None:
+        await ws.accept()
+        if self.link is not None:
+            self._refused(CloseCode.LINK_BUSY)
+            await ws.close(CloseCode.LINK_BUSY, "the receiver already serves a link")
+            return
+        self.link, self.state = ws, LinkState.HANDSHAKING
+        try:
+            if await self._handshake(ws):
+                await self._stream(ws)
+        finally:
+            self.link, self.state = None, LinkState.IDLE
+
+    async def _handshake(self, ws: WebSocket) -> bool:
+        try:
+            async with asyncio.timeout(self.settings.hello_timeout):
+                event = await ws.receive()
+            if event["type"] == "websocket.disconnect":
+                return False
+            data = event.get("bytes")
+            if data is None:
+                raise HandshakeError(CloseCode.PROTOCOL_ERROR, "expected a binary HELLO frame")
+            try:
+                hello = decode(data)
+            except ProtocolError as exc:
+                raise HandshakeError(CloseCode.PROTOCOL_ERROR, f"bad hello: {exc}") from None
+            if not isinstance(hello, Hello):
+                raise HandshakeError(
+                    CloseCode.PROTOCOL_ERROR, f"first message must be hello, got {hello.TYPE}"
+                )
+            check_hello(hello, "tx", self.config_digest, self.codec.digest)
+        except TimeoutError:
+            await self._refuse(ws, HandshakeError(CloseCode.PROTOCOL_ERROR, "no hello in time"))
+            return False
+        except HandshakeError as exc:
+            await self._refuse(ws, exc)
+            return False
+        await self._release_bye(time.monotonic(), force=True)
+        if self.session.ended or self.sessions == 0:
+            self.sessions += 1
+            self.session = RxSession(self.config, self.sessions, self.settings.refresh_timeout)
+        self.session.traffic.messages_in += 1
+        self._count_in(len(data))
+        await self._send(
+            Hello(role="rx", config_digest=self.config_digest, model_digest=self.codec.digest)
+        )
+        self.links_accepted += 1
+        self.state = LinkState.STREAMING
+        log.info("link open (session %d)", self.session.number)
+        return True
+
+    async def _refuse(self, ws: WebSocket, exc: HandshakeError) -> None:
+        log.warning("link refused (%d): %s", exc.code, exc.detail)
+        self._refused(exc.code)
+        with contextlib.suppress(Exception):
+            await ws.send_bytes(encode(Error(code=exc.error_code, reason=exc.detail)))
+            await ws.close(exc.code, exc.reason)
+
+    def _refused(self, code: CloseCode) -> None:
+        self.refusals[code.name.lower()] = self.refusals.get(code.name.lower(), 0) + 1
+        self.last_close = (int(code), code.name.lower())
+
+    async def _stream(self, ws: WebSocket) -> None:
+        while True:
+            event = await ws.receive()
+            if event["type"] == "websocket.disconnect":
+                self.last_close = (event.get("code", 1005), event.get("reason") or "")
+                log.info("link closed by peer: %s %s", *self.last_close)
+                return
+            data = event.get("bytes")
+            session = self.session
+            session.traffic.messages_in += 1
+            if data is None:
+                self._count_in(len(event.get("text") or ""))
+                await self._bad_input(ProtocolError("text frame: messages are binary msgpack"))
+                continue
+            self._count_in(len(data))
+            try:
+                message = decode(data)
+            except ProtocolError as exc:
+                await self._bad_input(exc)
+                continue
+            if isinstance(message, Hello):  # the core would reject it too; say it plainly
+                await self._bad_input(ProtocolError("hello is only legal as the first message"))
+                continue
+            if message.TYPE == "corrupt":
+                session.traffic.corrupt_events += 1
+            now = time.monotonic()
+            if isinstance(message, Bye):
+                session.hold_bye(message, now + self.settings.bye_wait)
+            else:
+                await self._handle(session.on_message(message, len(data), now))
+            await self._release_bye(now)
+
+    def _count_in(self, n: int) -> None:
+        t = self.session.traffic
+        t.payload_bytes_in += n
+        t.wire_bytes_in += ws_frame_bytes(n, masked=True)  # client-to-server frames are masked
+
+    async def _bad_input(self, exc: ProtocolError) -> None:
+        self.session.traffic.decode_errors += 1
+        self._warned += 1
+        if self._warned <= 10 or self._warned % 100 == 0:
+            log.warning("bad message (%d so far): %s", self._warned, exc)
+        self.session.traffic.errors_sent += 1
+        await self._send(Error(code="bad_message", reason=str(exc)[:1024]))
+
+    async def _handle(self, step: RxStep) -> None:
+        session = self.session
+        for record, latent in session.settle(step):
+            self._quality.put_nowait((session, record, latent))
+        for reply in step.replies:
+            if isinstance(reply, RefreshRequest):
+                self.session.traffic.feedback_bits += semantic_bits(reply, self.config)
+            elif isinstance(reply, Error):
+                self.session.traffic.errors_sent += 1
+            await self._send(reply)
+
+    async def _send(self, message: Message) -> None:
+        ws = self.link
+        t = self.session.traffic
+        if ws is None:
+            t.replies_dropped += 1
+            return
+        data = encode(message)
+        try:
+            async with self._send_lock:
+                await ws.send_bytes(data)
+        except Exception:  # the peer went away; the receive loop sees the close
+            t.replies_dropped += 1
+            return
+        t.messages_out += 1
+        t.payload_bytes_out += len(data)
+        t.wire_bytes_out += ws_frame_bytes(len(data), masked=False)
+
+    async def _release_bye(self, now: float, force: bool = False) -> None:
+        bye = self.session.release_bye(now, force)
+        if bye is not None:
+            await self._handle(self.session.on_message(bye, len(encode(bye)), now))
+            log.info("session %d ended at frame %d", self.session.number, bye.last_seq)
+
+    # -- background tasks -------------------------------------------------------------------------
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.tick_interval)
+            now = time.monotonic()
+            await self._handle(self.session.core.tick(now))
+            await self._release_bye(now)
+
+    async def _quality_loop(self) -> None:
+        while True:
+            batch = [await self._quality.get()]
+            while not self._quality.empty() and len(batch) < 64:
+                batch.append(self._quality.get_nowait())
+            self._quality_busy = len(batch)
+            try:
+                await asyncio.to_thread(self._measure, batch)
+            except Exception:  # keep serving: a bad frame must not stop quality for the rest
+                log.exception("quality measurement failed")
+            finally:
+                self._quality_busy = 0
+
+    def _measure(self, batch: list[tuple[RxSession, FrameRecord, np.ndarray]]) -> None:
+        """Decode shown latents to pixels and compare with the reference (worker thread)."""
+        for session, record, latent in batch:
+            session.quality_done += 1
+            if self._decoded >= DECODE_CACHE_FRAMES:
+                self.decoder, self._decoded = DecodeCache(self.codec), 0
+            shown = self.decoder(latent)
+            self._decoded += 1
+            truth = self.reference.get(record.seq) if self.reference is not None else None
+            if truth is None:
+                continue
+            record.psnr = psnr(truth, shown)
+            record.ssim = ssim(truth, shown)
+            session.last_quality = record
+
+    # -- stats ------------------------------------------------------------------------------------
+
+    def health(self) -> Health:
+        return Health(service=self.name, link=self.state)
+
+    def snapshot(self) -> RxStats:
+        s = self.session
+        core = s.core
+        c = core.counters
+        summary = s.summary()
+        settled = summary.frames if summary else 0
+        outcomes = summary.outcomes if summary else {o.value: 0 for o in Outcome}
+        wire = s.traffic.wire_bytes_in + s.traffic.wire_bytes_out
+        last = s.last_quality
+        memory = core.memory
+        filled = int(memory.filled.sum())
+        return RxStats(
+            link=RxLinkStats(
+                state=self.state,
+                session=s.number,
+                session_ended=s.ended,
+                links_accepted=self.links_accepted,
+                links_refused_by_code=dict(self.refusals),
+                last_close_code=self.last_close[0] if self.last_close else None,
+                last_close_reason=self.last_close[1] if self.last_close else None,
+            ),
+            frames=settled,
+            frames_by_outcome=outcomes,
+            provisional_frames=s.provisional,
+            hits=c.hits,
+            news=c.news,
+            hit_rate=finite(summary.hit_rate) if summary else None,
+            bits=RxBits(
+                semantic_per_frame=finite(summary.bits_per_frame) if summary else None,
+                payload_bytes_per_frame=finite(summary.wire_bytes_per_frame) if summary else None,
+                wire_bits_per_frame=8 * wire / settled if settled else None,
+                feedback_bits_per_frame=finite(summary.feedback_bits_per_frame)
+                if summary
+                else None,
+                compression_ratio=finite(summary.compression_ratio) if summary else None,
+                efficiency=finite(summary.efficiency) if summary else None,
+                capacity=finite(summary.capacity) if summary else None,
+            ),
+            quality=RxQuality(
+                reference=self.reference.source if self.reference else None,
+                psnr_mean=finite(summary.psnr) if summary else None,
+                ssim_mean=finite(summary.ssim) if summary else None,
+                psnr_last=finite(last.psnr) if last else None,
+                ssim_last=finite(last.ssim) if last else None,
+                pending=self._quality.qsize() + self._quality_busy,
+            ),
+            memory=RxMemory(
+                count=memory.count,
+                filled=filled,
+                capacity=memory.capacity,
+                occupancy=filled / memory.capacity,
+            ),
+            digest=RxDigest(
+                rx=core.digest,
+                tx_last=core.tx_digest,
+                agree=s.digest_agree,
+                last_digest_seq=s.last_digest_seq,
+            ),
+            counters=asdict(c),
+            traffic=asdict(s.traffic),
+            timeline=[
+                TimelineEntry(
+                    seq=r.seq,
+                    kind=None if r.bits == 0 else ("HIT" if r.hit else "NEW"),
+                    bits=r.bits,
+                    outcome=r.outcome.value,
+                    psnr=finite(r.psnr),
+                )
+                for r in s.timeline
+            ],
+        )
+
+
+# --- app and entry point -------------------------------------------------------------------------
+
+router = APIRouter(tags=["link"])
+
+
+@router.websocket("/link")
+async def link(ws: WebSocket) -> None:
+    """The link: HELLO, then HIT/NEW/REFRESH/DIGEST/BYE in, REFRESH_REQUEST/ERROR out."""
+    await get_service(ws).serve_link(ws)
+
+
+def build_app(config: LinkConfig, settings: RxSettings, codec: Codec | None = None):
+    service = RxService(config, settings, codec)
+    return create_app(
+        service,
+        RxStats,
+        title="hoplink receiver",
+        routers=[router],
+        stats_interval=settings.stats_interval,
+    )
+
+
+def run(config: LinkConfig, settings: RxSettings) -> int:
+    return serve(build_app(config, settings), settings)
+
+
+__all__ = ["RxService", "RxSession", "RxStats", "ReferenceFrames", "Traffic", "build_app", "run"]

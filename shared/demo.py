@@ -1,0 +1,361 @@
+"""``hoplink demo``: the three processes on loopback, a clip through a mildly impaired link.
+
+Starts rx, channel and tx as separate processes (``python -m receiver`` …) on free loopback ports,
+each only once the previous one answers ``/healthz``; prints the live URLs; waits for the Tx to
+finish; reads the final stats of all three and prints a compact summary. The children are
+terminated on the way out, Ctrl-C included. Their logs go to temporary files and are shown only
+when a child fails.
+
+Also the launcher the end-to-end tests use (:class:`Processes`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Mild faults of a real link: rare bit errors on the forward path, 1 % loss, 5 ± 2 ms delay.
+DEMO_IMPAIRMENTS = (
+    "tx_to_rx.bit_errors.ber=1e-4",
+    "tx_to_rx.loss.probability=0.01",
+    "tx_to_rx.delay.delay_ms=5",
+    "tx_to_rx.delay.jitter_ms=2",
+)
+MODULES = {"rx": "receiver", "channel": "channel", "tx": "transmitter"}
+
+
+class DemoError(RuntimeError):
+    """A child failed to start or the stream did not finish; the message says which and why."""
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the OS picks it; a race with others is unlikely)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get_json(url: str, timeout: float = 5.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.load(response)
+
+
+@dataclass
+class Child:
+    name: str
+    port: int
+    process: subprocess.Popen
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/link"
+
+    def stats(self) -> dict[str, Any]:
+        return get_json(f"{self.url}/stats")
+
+    def log_tail(self, lines: int = 30) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+
+@dataclass
+class Processes:
+    """Children started with one environment and terminated together (a context manager)."""
+
+    log_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    children: dict[str, Child] = field(default_factory=dict)
+
+    def start(
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        wait: bool = True,
+        timeout: float = 60.0,
+        key: str | None = None,
+    ) -> Child:
+        """Start ``argv`` (``[module-or-executable, args…]``); wait for its /healthz."""
+        port = port or free_port()
+        key = key or name
+        log_path = self.log_dir / f"{key}.log"
+        # The port goes by environment (HOPLINK_PORT), so any service command takes it.
+        child_env = {
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            **self.env,
+            **(env or {}),
+            "HOPLINK_PORT": str(port),
+        }
+        command = argv if argv[0] == sys.executable else [sys.executable, "-m", *argv]
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=child_env,
+                start_new_session=True,  # Ctrl-C reaches the demo, which stops the children
+            )
+        child = Child(name, port, process, log_path)
+        self.children[key] = child
+        if wait:
+            self.wait_healthy(child, timeout)
+        return child
+
+    def wait_healthy(self, child: Child, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if child.process.poll() is not None:
+                raise DemoError(
+                    f"{child.name} exited with status {child.process.returncode}:\n"
+                    + child.log_tail()
+                )
+            with contextlib.suppress(OSError, ValueError):
+                if get_json(f"{child.url}/healthz", timeout=1.0).get("status") == "ok":
+                    return
+            time.sleep(0.1)
+        raise DemoError(
+            f"{child.name} did not answer /healthz in {timeout:.0f} s:\n" + child.log_tail()
+        )
+
+    def stop(self, key: str, timeout: float = 5.0) -> int | None:
+        child = self.children.pop(key, None)
+        if child is None:
+            return None
+        process = child.process
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        return process.returncode
+
+    def stop_all(self) -> None:
+        for key in reversed(list(self.children)):
+            self.stop(key)
+
+    def __enter__(self) -> Processes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_all()
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.1) -> Any:
+    """Poll ``predicate()`` until it returns a truthy value; DemoError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except (OSError, ValueError) as exc:
+            last_error, value = exc, None
+        if value:
+            return value
+        time.sleep(interval)
+    raise DemoError(
+        f"timed out after {timeout:.0f} s waiting for {what}"
+        + (f" (last error: {last_error})" if last_error else "")
+    )
+
+
+# --- the demo ------------------------------------------------------------------------------------
+
+
+def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scenario", default="low_motion", help="scenario or video file")
+    parser.add_argument("--frames", type=int, default=120, help="frames to stream (default 120)")
+    parser.add_argument("--fps", type=float, default=30.0, help="frames per second (0: unpaced)")
+    parser.add_argument(
+        "--impair",
+        action="append",
+        default=None,
+        metavar="DIR.NAME.ATTR=VALUE",
+        help="channel impairment (repeatable); default: " + " ".join(DEMO_IMPAIRMENTS),
+    )
+    parser.add_argument("--no-impairments", action="store_true", help="a perfect channel")
+    parser.add_argument("--json", action="store_true", help="print the final stats as JSON")
+    parser.add_argument("--timeout", type=float, default=120.0, help="give up after (seconds)")
+
+
+def _config_flags(args: argparse.Namespace) -> list[str]:
+    """The link configuration flags given to the demo, passed on to every child."""
+    from shared.config import LinkConfig
+
+    flags = []
+    for name in LinkConfig.model_fields:
+        value = getattr(args, name, None)
+        if value is not None:
+            flags += ["--" + name.replace("_", "-"), str(value)]
+    return flags
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    config = _config_flags(args)
+    impairments = [] if args.no_impairments else (args.impair or list(DEMO_IMPAIRMENTS))
+    clip = ["--frames", str(args.frames)]
+    with (
+        tempfile.TemporaryDirectory(prefix="hoplink-demo-") as logs,
+        Processes(Path(logs)) as procs,
+    ):
+        rx_port, ch_port, tx_port = free_port(), free_port(), free_port()
+        rx = procs.start(
+            "rx",
+            ["receiver", "--port", str(rx_port), "--reference", args.scenario, *clip, *config],
+            port=rx_port,
+        )
+        channel = procs.start(
+            "channel",
+            [
+                "channel",
+                "--port",
+                str(ch_port),
+                "--rx-url",
+                rx.ws_url,
+                *(f"--impair={i}" for i in impairments),
+                *config,
+            ],
+            port=ch_port,
+        )
+        tx = procs.start(
+            "tx",
+            [
+                "transmitter",
+                "--port",
+                str(tx_port),
+                "--url",
+                channel.ws_url,
+                "--scenario",
+                args.scenario,
+                *clip,
+                "--fps",
+                str(args.fps),
+                "--linger",
+                *config,
+            ],
+            port=tx_port,
+        )
+        if not args.json:
+            print(
+                f"hoplink demo: {args.scenario}, {args.frames} frames at "
+                f"{args.fps or 'max'} fps; channel: {', '.join(impairments) or 'perfect'}"
+            )
+            for child in (rx, channel, tx):
+                print(
+                    f"  {child.name:8s} {child.url}/stats  {child.url}/stats/stream  "
+                    f"{child.url}/metrics"
+                )
+            sys.stdout.flush()
+        deadline = started + args.timeout
+
+        def tx_done() -> dict | None:
+            if tx.process.poll() is not None:
+                raise DemoError(f"tx exited with status {tx.process.returncode}:\n" + tx.log_tail())
+            stats = tx.stats()
+            return stats if stats["link"]["finished"] or stats["link"]["refused"] else None
+
+        tx_stats = wait_for(tx_done, deadline - time.monotonic(), "the transmitter to finish")
+        if tx_stats["link"]["refused"]:
+            raise DemoError(f"the link was refused: {tx_stats['link']['last_error']}")
+
+        def rx_done() -> dict | None:
+            stats = rx.stats()
+            done = stats["link"]["session_ended"] and stats["quality"]["pending"] == 0
+            return stats if done else None
+
+        rx_stats = wait_for(rx_done, max(deadline - time.monotonic(), 5), "the receiver")
+        channel_stats = channel.stats()
+        tx_stats = tx.stats()
+        wall = time.monotonic() - started
+    if args.json:
+        print(
+            json.dumps(
+                {"rx": rx_stats, "channel": channel_stats, "tx": tx_stats, "wall_s": wall}, indent=2
+            )
+        )
+    else:
+        print(summary_table(rx_stats, channel_stats, tx_stats))
+        print(f"wall time {wall:.1f} s")
+    return 0
+
+
+def summary_table(rx: dict, channel: dict, tx: dict) -> str:
+    """The demo's compact report: what the Rx made of the frames, and what the channel did."""
+    from shared.tables import fmt
+
+    def num(x: Any) -> Any:
+        return float("nan") if x is None else x
+
+    outcomes = ", ".join(f"{k} {v}" for k, v in rx["frames_by_outcome"].items())
+    c = rx["counters"]
+    injected = []
+    for direction, d in channel["directions"].items():
+        for name, counters in d["impairments"].items():
+            shown = {k: v for k, v in counters.items() if k != "matched" and v}
+            if shown:
+                injected.append(
+                    f"{direction}.{name}: " + ", ".join(f"{k} {v}" for k, v in shown.items())
+                )
+    events = {k: v for k, v in channel["events"].items() if v}
+    if events:
+        injected.append("events: " + ", ".join(f"{k} {v}" for k, v in events.items()))
+    rows = [
+        ["frames (Tx sent / Rx settled)", f"{tx['frames_sent']} / {rx['frames']}"],
+        ["outcomes", outcomes],
+        ["hit rate", num(rx["hit_rate"])],
+        ["bits/frame semantic (eq. 3)", num(rx["bits"]["semantic_per_frame"])],
+        ["bits/frame on the wire", num(rx["bits"]["wire_bits_per_frame"])],
+        ["PSNR dB (mean)", num(rx["quality"]["psnr_mean"])],
+        ["SSIM (mean)", num(rx["quality"]["ssim_mean"])],
+        ["refreshes (requested / applied)", f"{c['refresh_requests']} / {c['refreshes_applied']}"],
+        ["cue failures / lookups ok", f"{c['cue_failures']} / {c['lookups_ok']}"],
+        ["bad messages at Rx", rx["traffic"]["decode_errors"] + c["errors"]],
+        ["memory digests agree", rx["digest"]["agree"]],
+        ["channel injections", "; ".join(injected) or "none"],
+        [
+            "Tx fps / reconnects",
+            f"{num(tx['fps']):.1f} / {tx['traffic']['reconnects']}"
+            if tx["fps"]
+            else f"- / {tx['traffic']['reconnects']}",
+        ],
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k:<{width}}  {fmt(v)}" for k, v in rows)
+
+
+__all__ = [
+    "DEMO_IMPAIRMENTS",
+    "Child",
+    "DemoError",
+    "Processes",
+    "add_demo_arguments",
+    "free_port",
+    "get_json",
+    "run_demo",
+    "summary_table",
+    "wait_for",
+]

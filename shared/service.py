@@ -1,0 +1,482 @@
+"""Scaffolding shared by the three processes (rx, channel, tx): one way to be a hoplink service.
+
+Every process is a thin I/O shell around a pure core (DESIGN "Processes, ports, configuration").
+This module gives them, once:
+
+- settings: one pydantic-settings class per process, read from ``HOPLINK_<NAME>`` environment
+  variables and overridden by the ``--name`` flag of the same name (:func:`add_settings_arguments`,
+  :func:`settings_from_args`), so docker-compose needs no code;
+- the link's close codes and the HELLO check both ends apply (:func:`check_hello`);
+- the websocket framing estimate used for wire bytes (:func:`ws_frame_bytes`);
+- :func:`create_app`: a FastAPI app whose ``lifespan`` starts and stops the shell
+  (a :class:`Service`) and which serves ``GET /healthz``, ``GET /stats`` (JSON snapshot with a
+  response model), ``GET /stats/stream`` (Server-Sent Events, one snapshot per interval) and
+  ``GET /metrics`` (Prometheus text from a per-app registry whose collector reads the snapshot);
+- :func:`serve`: uvicorn with permessage-deflate off (``compression=None`` on every websocket end
+  of the project: frames are small msgpack maps, deflate costs CPU and hides the wire size).
+
+The web stack is imported when an app is built, so the ``hoplink`` parser (which reads the
+settings classes below) stays fast and the channel never pulls in torch through here.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import re
+import types
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from enum import IntEnum, StrEnum
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, Union, get_args, get_origin
+
+from pydantic import BaseModel, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.config import ConfigError
+from shared.protocol import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, Hello
+
+if TYPE_CHECKING:
+    from fastapi import APIRouter, FastAPI
+
+log = logging.getLogger("hoplink.service")
+
+# A websocket message may be larger than the protocol allows, so that an oversize message reaches
+# shared.protocol.decode and gets a counted, clear error instead of killing the link (1009).
+WS_MAX_SIZE = 4 * MAX_MESSAGE_BYTES
+
+
+# --- settings ------------------------------------------------------------------------------------
+
+
+class ServiceSettings(BaseSettings):
+    """What every process needs to serve: where to bind, how loud to log, how often to stream."""
+
+    model_config = SettingsConfigDict(env_prefix="HOPLINK_", extra="ignore", frozen=True)
+
+    host: str = Field("127.0.0.1", description="address to bind (0.0.0.0 inside containers)")
+    port: int = Field(0, ge=0, le=65535, description="TCP port of the REST API (and websocket)")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        "warning", description="log level"
+    )
+    stats_interval: float = Field(
+        0.5, gt=0, le=60, description="seconds between two /stats/stream events"
+    )
+
+
+class RxSettings(ServiceSettings):
+    port: int = Field(8003, ge=0, le=65535, description="TCP port of /link and the REST API")
+    reference: str | None = Field(
+        None,
+        description="ground truth for PSNR/SSIM: a scenario name or a video path, regenerated "
+        "locally (out of band, never link bits); unset: no quality figures",
+    )
+    frames: int | None = Field(None, ge=1, description="frames of the reference clip")
+    tick_interval: float = Field(
+        0.05, gt=0, le=5, description="seconds between two receiver ticks (refresh timeouts)"
+    )
+    refresh_timeout: float = Field(
+        1.0, gt=0, le=60, description="seconds a frame may wait for its refresh before concealment"
+    )
+    hello_timeout: float = Field(10.0, gt=0, description="seconds to wait for the first HELLO")
+    bye_wait: float = Field(
+        0.5,
+        ge=0,
+        le=60,
+        description="seconds a BYE waits for frames it overtook before the "
+        "missing ones are counted lost",
+    )
+
+
+class TxSettings(ServiceSettings):
+    port: int = Field(8001, ge=0, le=65535, description="TCP port of the REST API")
+    url: str = Field(
+        "ws://127.0.0.1:8002/link",
+        description="websocket of the link: the channel (default) or the Rx directly",
+    )
+    scenario: str = Field("low_motion", description="scenario name or video file to stream")
+    frames: int | None = Field(None, ge=1, description="frames to stream (default: the source's)")
+    fps: float = Field(30.0, ge=0, le=10_000, description="frames per second (0: unpaced)")
+    loop: bool = Field(False, description="restart the source at its end (sequence numbers go on)")
+    digest_every: int = Field(30, ge=0, description="send a DIGEST every N frames (0: only at end)")
+    linger: bool = Field(False, description="keep serving the REST API after the stream ends")
+    backoff_initial: float = Field(0.2, gt=0, le=60, description="first reconnect delay, seconds")
+    backoff_max: float = Field(5.0, gt=0, le=600, description="cap of the reconnect delay")
+    bye_grace: float = Field(
+        0.5, ge=0, le=30, description="seconds to keep answering refresh requests after BYE"
+    )
+
+
+class ChannelSettings(ServiceSettings):
+    port: int = Field(8002, ge=0, le=65535, description="TCP port of /link and the REST API")
+    rx_url: str = Field("ws://127.0.0.1:8003/link", description="websocket of the Rx")
+    impair: list[str] = Field(
+        default_factory=list,
+        description="impairment at startup as DIRECTION.NAME.ATTR=VALUE (repeatable), e.g. "
+        "tx_to_rx.loss.p=0.01; env HOPLINK_IMPAIR takes a JSON list",
+    )
+    channel_impairments: dict[str, dict[str, dict[str, Any]]] = Field(
+        default_factory=dict,
+        description='impairments at startup as JSON {"tx_to_rx": {"loss": {"p": 0.01}}}',
+    )
+    flush_timeout: float = Field(
+        2.0, ge=0, le=60, description="seconds to deliver queued messages after a side closes"
+    )
+
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser, cls: type[ServiceSettings]) -> None:
+    """One ``--flag`` per settings field; defaults stay None so env vars and defaults apply."""
+    group = parser.add_argument_group(
+        f"service settings (also HOPLINK_<NAME> env vars; {cls.__name__})"
+    )
+    for name, field in cls.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        kind = _plain_type(field.annotation)
+        default = field.get_default(call_default_factory=True)
+        kwargs: dict[str, Any] = {
+            "dest": name,
+            "default": None,
+            "help": f"{field.description} (default {default!r})",
+        }
+        if get_origin(kind) is Literal:
+            kwargs["choices"] = get_args(kind)
+        elif kind is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif get_origin(kind) is list:
+            kwargs["action"] = "append"
+        elif get_origin(kind) is dict:
+            kwargs["type"] = json.loads
+        elif kind in (int, float):
+            kwargs["type"] = kind
+        group.add_argument(flag, **kwargs)
+
+
+def settings_from_args(cls: type[S], args: argparse.Namespace) -> S:
+    """Validate flags over environment variables into ``cls``; ConfigError names the field."""
+    values = {n: getattr(args, n) for n in cls.model_fields if getattr(args, n, None) is not None}
+    try:
+        return cls(**values)
+    except ValidationError as exc:
+        parts = [
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']} "
+            f"(got {err.get('input')!r})"
+            for err in exc.errors()
+        ]
+        raise ConfigError(f"invalid {cls.__name__}: " + "; ".join(parts)) from None
+
+
+def _plain_type(annotation: Any) -> Any:
+    """``X | None`` -> ``X``, so an optional int still parses as an int."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation
+
+
+# --- the link's handshake ------------------------------------------------------------------------
+
+
+class CloseCode(IntEnum):
+    """Websocket close codes of the link (4000-4999 are ours, RFC 6455 §7.4.2)."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    INTERNAL_ERROR = 1011
+    PROTOCOL_ERROR = 4000  # first message not a HELLO, undecodable, or illegal in the state
+    VERSION_MISMATCH = 4001
+    CONFIG_MISMATCH = 4002
+    MODEL_MISMATCH = 4003
+    LINK_BUSY = 4004  # the Rx (or the channel) already serves a link
+    RX_UNREACHABLE = 4005  # the channel could not reach the Rx
+
+
+# Reconnecting cannot fix these: the two ends disagree, so the Tx stops and says why.
+FATAL_CLOSE_CODES = frozenset(
+    {
+        CloseCode.PROTOCOL_ERROR,
+        CloseCode.VERSION_MISMATCH,
+        CloseCode.CONFIG_MISMATCH,
+        CloseCode.MODEL_MISMATCH,
+    }
+)
+
+
+class LinkState(StrEnum):
+    """Explicit states of a link end (h11 style); stats and metrics report them."""
+
+    IDLE = "idle"  # no link (Rx, channel waiting for a Tx)
+    CONNECTING = "connecting"  # Tx dialing, or backing off before the next try
+    HANDSHAKING = "handshaking"  # HELLOs in flight
+    STREAMING = "streaming"
+    CLOSED = "closed"  # finished (Tx after BYE), or refused for good
+
+
+class HandshakeError(Exception):
+    """A HELLO that cannot open the link; ``code`` and ``reason`` go into the close frame."""
+
+    def __init__(self, code: CloseCode, reason: str, detail: str | None = None) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason[:123]  # a close reason holds at most 123 bytes (RFC 6455 §5.5)
+        self.detail = detail or reason  # full text for the ERROR message and the log
+
+    @property
+    def error_code(self) -> str:
+        return self.code.name.lower()
+
+
+def check_hello(hello: Hello, role: str, config_digest: str, model_digest: str) -> None:
+    """Raise HandshakeError unless ``hello`` comes from a ``role`` end running our protocol
+    version, link configuration and codec weights."""
+    if hello.version != PROTOCOL_VERSION:
+        raise HandshakeError(
+            CloseCode.VERSION_MISMATCH,
+            f"protocol version mismatch: peer {hello.version}, ours {PROTOCOL_VERSION}",
+        )
+    if hello.role != role:
+        raise HandshakeError(
+            CloseCode.PROTOCOL_ERROR, f"hello from role {hello.role!r}, expected {role!r}"
+        )
+    if hello.config_digest != config_digest:
+        raise HandshakeError(
+            CloseCode.CONFIG_MISMATCH,
+            f"config digest mismatch: peer {hello.config_digest[:16]} ours {config_digest[:16]}",
+            f"config digest mismatch: peer {hello.config_digest}, ours {config_digest}; "
+            "both ends must run the same link configuration (compare `hoplink sim --json`)",
+        )
+    if hello.model_digest != model_digest:
+        raise HandshakeError(
+            CloseCode.MODEL_MISMATCH,
+            f"model digest mismatch: peer {hello.model_digest[:16]} ours {model_digest[:16]}",
+            f"model digest mismatch: peer {hello.model_digest}, ours {model_digest}; "
+            "both ends must load the same codec weights",
+        )
+
+
+def ws_frame_bytes(payload: int, masked: bool) -> int:
+    """Bytes on the wire of one unfragmented websocket frame with ``payload`` bytes (RFC 6455
+    §5.2): a 2-byte header, +2 length bytes from 126 bytes, +8 from 65536, +4 mask bytes on
+    client-to-server frames. TCP/IP headers are not counted (they depend on segmentation)."""
+    header = 2 if payload < 126 else 4 if payload < 65536 else 10
+    return payload + header + (4 if masked else 0)
+
+
+def finite(x: float | None) -> float | None:
+    """JSON has no NaN: undefined figures (no frame yet) are reported as null."""
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+# --- the app -------------------------------------------------------------------------------------
+
+
+class Service(Protocol):
+    """A process's I/O shell as the app sees it: started and stopped by the lifespan."""
+
+    name: str  # "rx" | "tx" | "channel": prefix of the metrics
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def wait_finished(self) -> int:
+        """Return an exit status when the process should stop on its own (never, for servers)."""
+        ...
+
+    def health(self) -> "Health": ...
+
+    def snapshot(self) -> BaseModel: ...
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    service: str
+    link: LinkState
+
+
+class SnapshotCollector:
+    """Prometheus collector that mirrors a service's stats snapshot (read at scrape time).
+
+    Numeric leaves of the snapshot become gauges named by their path
+    (``hoplink_rx_memory_count``); leaves under a ``counters`` key are monotonic and become
+    counters (``hoplink_rx_decoded_total``), and a gauge of the same name is left out; a
+    ``<name>_by_<label>`` map becomes one family with that label
+    (``hoplink_rx_frames_by_outcome{outcome="decoded"}``). Strings and lists (the timeline) are
+    skipped.
+    """
+
+    def __init__(self, prefix: str, snapshot: Callable[[], BaseModel]) -> None:
+        self.prefix = prefix
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        data = self._snapshot().model_dump(mode="python")
+        leaves = sorted(_numeric_leaves(data, ()), key=lambda leaf: not leaf[2])  # counters first
+        names: set[str] = set()
+        for path, value, counter in leaves:
+            name = _metric_name(self.prefix, path)
+            if name in names:  # a gauge that repeats a counter (e.g. top-level "hits")
+                continue
+            names.add(name)
+            family = CounterMetricFamily if counter else GaugeMetricFamily
+            yield family(name, f"{'.'.join(path)} (from /stats)", value=float(value))
+        for path, label, values in _labelled_maps(data, ()):
+            name = _metric_name(self.prefix, path)
+            family = GaugeMetricFamily(name, f"{'.'.join(path)} (from /stats)", labels=[label])
+            for key, value in values.items():
+                family.add_metric([str(key)], float(value))
+            yield family
+
+
+_BY_LABEL = re.compile(r"^(?P<name>.+)_by_(?P<label>[a-z_]+)$")
+
+
+def _numeric_leaves(
+    data: Any, path: tuple[str, ...]
+) -> Iterator[tuple[tuple[str, ...], float, bool]]:
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if isinstance(value, dict) and _BY_LABEL.match(str(key)):
+                continue  # a labelled family, see _labelled_maps
+            yield from _numeric_leaves(value, (*path, str(key)))
+    elif isinstance(data, bool):
+        yield path, float(data), False
+    elif isinstance(data, int | float) and data is not None:
+        counter = bool(path) and "counters" in path[:-1]
+        yield path, float(data), counter
+
+
+def _labelled_maps(
+    data: Any, path: tuple[str, ...]
+) -> Iterator[tuple[tuple[str, ...], str, dict[str, float]]]:
+    if not isinstance(data, dict):
+        return
+    for key, value in data.items():
+        match = _BY_LABEL.match(str(key))
+        if isinstance(value, dict) and match:
+            numbers = {k: v for k, v in value.items() if isinstance(v, int | float)}
+            yield (*path, str(key)), match["label"], numbers
+        elif isinstance(value, dict):
+            yield from _labelled_maps(value, (*path, str(key)))
+
+
+def _metric_name(prefix: str, path: Iterable[str]) -> str:
+    name = "_".join([prefix, *(p for p in path if p != "counters")])
+    return re.sub(r"[^a-zA-Z0-9_:]", "_", name)
+
+
+def create_app(
+    service: Service,
+    stats_model: type[BaseModel],
+    *,
+    title: str,
+    routers: Iterable["APIRouter"] = (),
+    stats_interval: float = 0.5,
+) -> "FastAPI":
+    """A FastAPI app around ``service``: lifespan start/stop plus the common endpoints.
+
+    The service object is built (and validated: codec, config) before serving, so bad settings
+    fail with a clear message instead of an app-startup traceback; its tasks and sockets are
+    created in the lifespan and reached by routes through ``get_service``.
+    """
+    from fastapi import APIRouter, FastAPI, Request
+    from fastapi.responses import PlainTextResponse
+    from fastapi.sse import EventSourceResponse, ServerSentEvent
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: "FastAPI") -> AsyncIterator[None]:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(SnapshotCollector(f"hoplink_{service.name}", service.snapshot))
+        app.state.service = service
+        app.state.registry = registry
+        app.state.exit_code = 0
+        await service.start()
+        watcher = asyncio.create_task(_exit_when_finished(app, service))
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            await service.stop()
+
+    app = FastAPI(title=title, lifespan=lifespan)
+    common = APIRouter(tags=["service"])
+
+    @common.get("/healthz", response_model=Health)
+    async def healthz(request: Request) -> Health:
+        return get_service(request).health()
+
+    @common.get("/stats", response_model=stats_model)
+    async def stats(request: Request) -> BaseModel:
+        return get_service(request).snapshot()
+
+    @common.get("/stats/stream", response_class=EventSourceResponse)
+    async def stats_stream(request: Request) -> AsyncIterator[ServerSentEvent]:
+        """One ``stats`` event (the /stats JSON) every ``stats_interval`` seconds."""
+        svc = get_service(request)
+        while not await request.is_disconnected():
+            yield ServerSentEvent(raw_data=svc.snapshot().model_dump_json(), event="stats")
+            await asyncio.sleep(stats_interval)
+
+    @common.get("/metrics", response_class=PlainTextResponse)
+    async def metrics(request: Request) -> PlainTextResponse:
+        body = generate_latest(request.app.state.registry)
+        return PlainTextResponse(body, media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(common)
+    for router in routers:
+        app.include_router(router)
+    return app
+
+
+def get_service(connection: Any) -> Any:
+    """The app's service, from an HTTP request or a websocket (set by the lifespan)."""
+    return connection.app.state.service
+
+
+async def _exit_when_finished(app: "FastAPI", service: Service) -> None:
+    code = await service.wait_finished()
+    app.state.exit_code = code
+    server = getattr(app.state, "server", None)
+    if server is not None:
+        server.should_exit = True
+
+
+def serve(app: "FastAPI", settings: ServiceSettings) -> int:
+    """Run ``app`` under uvicorn until SIGINT/SIGTERM or until the service finishes."""
+    import uvicorn
+
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        ws="websockets-sansio",
+        ws_per_message_deflate=False,
+        ws_max_size=WS_MAX_SIZE,
+        log_level=settings.log_level,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=1,  # SSE streams never end by themselves
+    )
+    server = uvicorn.Server(config)
+    app.state.server = server
+    server.run()
+    if not server.started:
+        return 1
+    return int(getattr(app.state, "exit_code", 0))
+
+
+async def never_finished() -> int:
+    """``wait_finished`` of a server that runs until it is stopped."""
+    await asyncio.Event().wait()
+    return 0  # pragma: no cover

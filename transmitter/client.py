@@ -1,0 +1,457 @@
+"""The transmitter process: frames → codec → :class:`TransmitterCore` → websocket, plus REST.
+
+The Tx dials ``--url`` (the channel by default, or the Rx directly), sends HELLO and waits for the
+Rx's HELLO, then streams one HIT or NEW per frame, a DIGEST every ``--digest-every`` frames, and
+at the end a last DIGEST and BYE. A reader task answers REFRESH_REQUEST with REFRESH (through the
+core) on the same websocket.
+
+Reconnects: a dropped link is dialed again with capped, jittered exponential backoff. The Tx does
+not advance while disconnected: no frame is read or encoded until the link streams again, so no
+frame is skipped silently (with ``--fps`` the pacing clock restarts after a reconnect). A frame
+whose send failed when the link broke was already decided by the core; it is counted in
+``frames_unsent`` and the Rx will count it lost. A refusal the Tx cannot fix by retrying (close
+codes 4000-4003: protocol, version, config or model mismatch) stops the Tx with exit status 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from pydantic import BaseModel
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from shared.accounting import semantic_bits
+from shared.codec import Codec, load_codec
+from shared.config import ConfigError, LinkConfig
+from shared.protocol import Error, Hello, Hit, Message, New, ProtocolError, Refresh, decode, encode
+from shared.scenarios import iter_frames
+from shared.service import (
+    FATAL_CLOSE_CODES,
+    WS_MAX_SIZE,
+    CloseCode,
+    HandshakeError,
+    Health,
+    LinkState,
+    TxSettings,
+    check_hello,
+    create_app,
+    finite,
+    serve,
+    ws_frame_bytes,
+)
+
+log = logging.getLogger("hoplink.tx")
+
+EXIT_REFUSED = 2  # the link was refused for a reason retrying cannot fix
+NOMINAL_FPS = 30.0  # frame times (HIT/NEW ``t``) when streaming unpaced (--fps 0)
+
+
+class Backoff:
+    """Capped exponential backoff with full jitter (the delay is uniform in [0, cap])."""
+
+    def __init__(self, initial: float, maximum: float, rng: random.Random) -> None:
+        self.initial, self.maximum, self.rng = initial, maximum, rng
+        self.attempt = 0
+
+    def next(self) -> float:
+        cap = min(self.maximum, self.initial * 2**self.attempt)
+        self.attempt += 1
+        return self.rng.uniform(cap / 2, cap)  # half-jitter: never hammer, never wait 0
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class LinkClosed(Exception):
+    """The far end closed the link during the handshake; retrying may help (e.g. busy)."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"link closed ({code}): {reason}")
+        self.code, self.reason = code, reason
+
+
+class LinkRefused(LinkClosed):
+    """The far end refused the link with a close code that retrying cannot fix."""
+
+
+@dataclass
+class TxTraffic:
+    frames_sent: int = 0
+    frames_unsent: int = 0  # decided by the core, but the link broke during the send
+    messages_out: int = 0
+    messages_in: int = 0
+    payload_bytes_out: int = 0
+    wire_bytes_out: int = 0  # + websocket framing (client frames are masked)
+    payload_bytes_in: int = 0
+    wire_bytes_in: int = 0
+    semantic_bits: int = 0  # eq. 3 bits of the HIT/NEW messages sent
+    refresh_bits: int = 0  # eq. 3 bits of the REFRESH messages sent
+    errors_received: int = 0  # ERROR messages from the Rx
+    decode_errors: int = 0  # messages from the Rx that did not decode
+    rejected: int = 0  # decoded messages the core does not accept
+    connects: int = 0
+    connect_failures: int = 0
+    reconnects: int = 0  # links lost mid-stream and dialed again
+
+
+# --- stats models --------------------------------------------------------------------------------
+
+
+class TxLinkStats(BaseModel):
+    state: LinkState
+    url: str
+    finished: bool
+    refused: bool
+    last_close_code: int | None
+    last_close_reason: str | None
+    last_error: str | None
+
+
+class TxStats(BaseModel):
+    service: str = "tx"
+    link: TxLinkStats
+    scenario: str
+    frames: int  # frames decided by the core
+    frames_sent: int
+    hits: int
+    news: int
+    hit_rate: float | None
+    bits_per_frame: float | None  # eq. 3, HIT/NEW plus REFRESH, per frame sent
+    wire_bits_per_frame: float | None  # every message both ways incl. websocket framing
+    fps: float | None  # frames per second over the last second of sending
+    fps_mean: float | None  # over the whole stream
+    fps_target: float
+    memory_count: int
+    memory_capacity: int
+    digest: str
+    counters: dict[str, int]  # TransmitterCore counters
+    traffic: dict[str, int]
+
+
+# --- the shell -----------------------------------------------------------------------------------
+
+
+class TxService:
+    """The Tx's I/O shell: the streaming task, its websocket, stats."""
+
+    name = "tx"
+
+    def __init__(
+        self, config: LinkConfig, settings: TxSettings, codec: Codec | None = None
+    ) -> None:
+        from transmitter.core import TransmitterCore
+
+        self.config = config
+        self.settings = settings
+        self.codec = codec or load_codec(config.codec)
+        if self.codec.latent_dim != config.latent_dim:
+            raise ConfigError(
+                f"latent_dim={config.latent_dim} but codec {self.codec.name!r} makes "
+                f"{self.codec.latent_dim}-d latents"
+            )
+        self.hello = Hello(role="tx", config_digest=config.digest(), model_digest=self.codec.digest)
+        self._source = self._open_source()  # bad scenarios and files fail here, before serving
+        self.core = TransmitterCore(config)
+        self.traffic = TxTraffic()
+        self.state = LinkState.IDLE
+        self.refused = False
+        self.finished = False
+        self.last_close: tuple[int, str] | None = None
+        self.last_error: str | None = None
+        self._seq = 0
+        self._prefetch: asyncio.Future | None = None
+        self._sent_times: list[float] = []
+        self._first_sent: float | None = None
+        self._backoff = Backoff(settings.backoff_initial, settings.backoff_max, random.Random())
+        self._done: asyncio.Future[int] | None = None
+        self._task: asyncio.Task | None = None
+        self._warned = 0
+
+    # -- lifespan ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._done = asyncio.get_running_loop().create_future()
+        self._task = asyncio.create_task(self._run(), name="tx-stream")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+    async def wait_finished(self) -> int:
+        assert self._done is not None
+        code = await self._done
+        if self.settings.linger and code == 0:
+            await asyncio.Event().wait()  # keep serving the REST API
+        return code
+
+    def _finish(self, code: int) -> None:
+        self.state = LinkState.CLOSED
+        if self._done is not None and not self._done.done():
+            self._done.set_result(code)
+
+    # -- frames -----------------------------------------------------------------------------------
+
+    def _open_source(self) -> Iterator[np.ndarray]:
+        s = self.settings
+        return iter_frames(s.scenario, s.frames, self.codec.frame_size, self.config.seed)
+
+    def _next_latent(self) -> np.ndarray | None:
+        """The next frame's latent, or None at the end of the source (worker thread)."""
+        frame = next(self._source, None)
+        if frame is None and self.settings.loop:
+            self._source = self._open_source()
+            frame = next(self._source, None)
+        if frame is None:
+            return None
+        return self.codec.encode(frame)[0]
+
+    # -- the link ---------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            self.state = LinkState.CONNECTING
+            try:
+                ws = await connect(
+                    self.settings.url,
+                    compression=None,
+                    max_size=WS_MAX_SIZE,
+                    open_timeout=5,
+                    close_timeout=2,
+                )
+            except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
+                self.traffic.connect_failures += 1
+                self.last_error = f"connect {self.settings.url}: {exc}"
+                if isinstance(exc, InvalidURI):
+                    log.error("%s", self.last_error)
+                    self.refused = True
+                    return self._finish(EXIT_REFUSED)
+                await asyncio.sleep(self._backoff.next())
+                continue
+            self.traffic.connects += 1
+            try:
+                async with ws:
+                    self.state = LinkState.HANDSHAKING
+                    await self._handshake(ws)
+                    self._backoff.reset()
+                    self.state = LinkState.STREAMING
+                    await self._stream(ws)
+                self.last_close = (ws.close_code or 1000, ws.close_reason or "")
+                log.info("stream finished: %d frames", self.core.counters.frames)
+                self.finished = True
+                return self._finish(0)
+            except LinkRefused as exc:
+                log.error("%s", exc)
+                self.last_close = (exc.code, exc.reason)
+                self.last_error = str(exc)
+                self.refused = True
+                return self._finish(EXIT_REFUSED)
+            except (ConnectionClosed, LinkClosed) as exc:
+                if isinstance(exc, LinkClosed):
+                    code, reason = exc.code, exc.reason
+                elif exc.rcvd is not None:
+                    code, reason = exc.rcvd.code, exc.rcvd.reason
+                else:
+                    code, reason = 1006, "connection lost"
+                self.last_close = (code, reason)
+                if code in FATAL_CLOSE_CODES:
+                    self.refused = True
+                    self.last_error = f"link refused ({code}): {reason}"
+                    log.error("%s", self.last_error)
+                    return self._finish(EXIT_REFUSED)
+                self.traffic.reconnects += 1
+                log.warning("link lost (%d %s); reconnecting", code, reason)
+                await asyncio.sleep(self._backoff.next())
+
+    async def _handshake(self, ws: ClientConnection) -> None:
+        await self._send(ws, self.hello)
+        try:
+            async with asyncio.timeout(10):
+                data = await ws.recv()
+                self._count_in(data)
+                reply = decode(data) if isinstance(data, bytes) else None
+                if isinstance(reply, Error):  # a refusal: the close code follows
+                    self.last_error = reply.reason
+                    await ws.wait_closed()
+        except TimeoutError:
+            await ws.close(CloseCode.PROTOCOL_ERROR, "no hello in time")
+            raise LinkRefused(CloseCode.PROTOCOL_ERROR, "no hello from the receiver") from None
+        except ProtocolError as exc:
+            await ws.close(CloseCode.PROTOCOL_ERROR, "bad hello")
+            raise LinkRefused(CloseCode.PROTOCOL_ERROR, f"bad hello: {exc}") from None
+        if isinstance(reply, Error):
+            code, reason = ws.close_code or CloseCode.PROTOCOL_ERROR, ws.close_reason or ""
+            if code in FATAL_CLOSE_CODES:
+                raise LinkRefused(code, reason or reply.reason)
+            raise LinkClosed(code, reason or reply.reason)
+        if not isinstance(reply, Hello):
+            await ws.close(CloseCode.PROTOCOL_ERROR, "expected hello")
+            raise LinkRefused(CloseCode.PROTOCOL_ERROR, f"expected hello, got {reply!r:.80}")
+        try:
+            check_hello(reply, "rx", self.hello.config_digest, self.hello.model_digest)
+        except HandshakeError as exc:
+            await ws.close(exc.code, exc.reason)
+            raise LinkRefused(exc.code, exc.detail) from None
+
+    async def _stream(self, ws: ClientConnection) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.create_task(self._read(ws), name="tx-read")
+        fps, every = self.settings.fps, self.settings.digest_every
+        try:
+            started, first = loop.time(), self._seq
+            while True:
+                if self._prefetch is None:
+                    self._prefetch = loop.run_in_executor(None, self._next_latent)
+                latent = await self._prefetch
+                self._prefetch = None
+                if latent is None:
+                    break
+                if fps > 0:
+                    delay = started + (self._seq - first) / fps - loop.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                # Encode the next frame while this one goes out.
+                self._prefetch = loop.run_in_executor(None, self._next_latent)
+                seq = self._seq
+                self._seq += 1
+                decision = self.core.on_frame(seq, seq / (fps or NOMINAL_FPS), latent)
+                await self._send(ws, decision.message)
+                if every and (seq + 1) % every == 0:
+                    await self._send(ws, self.core.digest())
+            await self._send(ws, self.core.digest())
+            await self._send(ws, self.core.bye())
+            # Refresh requests answering the last DIGEST may still come: serve them a moment.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.bye_grace):
+                    await asyncio.shield(reader)
+            await ws.close(CloseCode.NORMAL, "end of stream")
+        finally:
+            reader.cancel()
+
+    async def _read(self, ws: ClientConnection) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            async for data in ws:
+                self._count_in(data)
+                try:
+                    if not isinstance(data, bytes):
+                        raise ProtocolError("text frame: messages are binary msgpack")
+                    message = decode(data)
+                except ProtocolError as exc:
+                    self.traffic.decode_errors += 1
+                    self._warn("bad message from the receiver: %s", exc)
+                    continue
+                if isinstance(message, Error):
+                    self.traffic.errors_received += 1
+                    self.last_error = f"{message.code}: {message.reason}"
+                    self._warn("receiver reports %s", self.last_error)
+                    continue
+                try:
+                    replies = self.core.on_message(message)
+                except ProtocolError as exc:
+                    self.traffic.rejected += 1
+                    self._warn("%s", exc)
+                    continue
+                for reply in replies:
+                    await self._send(ws, reply)
+
+    async def _send(self, ws: ClientConnection, message: Message) -> None:
+        data = encode(message)
+        frame = isinstance(message, Hit | New)
+        try:
+            await ws.send(data)
+        except ConnectionClosed:
+            if frame:
+                self.traffic.frames_unsent += 1
+            raise
+        t = self.traffic
+        t.messages_out += 1
+        t.payload_bytes_out += len(data)
+        t.wire_bytes_out += ws_frame_bytes(len(data), masked=True)
+        if frame:
+            t.frames_sent += 1
+            t.semantic_bits += semantic_bits(message, self.config)
+            now = time.monotonic()
+            if self._first_sent is None:
+                self._first_sent = now
+            self._sent_times.append(now)
+            if len(self._sent_times) > 1024:
+                del self._sent_times[:512]
+        elif isinstance(message, Refresh):
+            t.refresh_bits += semantic_bits(message, self.config)
+
+    def _count_in(self, data: bytes | str) -> None:
+        t = self.traffic
+        t.messages_in += 1
+        t.payload_bytes_in += len(data)
+        t.wire_bytes_in += ws_frame_bytes(len(data), masked=False)
+
+    def _warn(self, fmt: str, *args: object) -> None:
+        self._warned += 1
+        if self._warned <= 10 or self._warned % 100 == 0:
+            log.warning(fmt, *args)
+
+    # -- stats ------------------------------------------------------------------------------------
+
+    def health(self) -> Health:
+        return Health(service=self.name, link=self.state)
+
+    def snapshot(self) -> TxStats:
+        c, t = self.core.counters, self.traffic
+        sent = t.frames_sent
+        times = self._sent_times
+        # Over the last second of sending (still meaningful once the stream has ended).
+        recent = [x for x in times[-256:] if times[-1] - x <= 1.0] if times else []
+        fps = (len(recent) - 1) / max(recent[-1] - recent[0], 1e-9) if len(recent) > 1 else None
+        mean = None
+        if self._first_sent is not None and sent > 1:
+            mean = (sent - 1) / max(times[-1] - self._first_sent, 1e-9)
+        return TxStats(
+            link=TxLinkStats(
+                state=self.state,
+                url=self.settings.url,
+                finished=self.finished,
+                refused=self.refused,
+                last_close_code=self.last_close[0] if self.last_close else None,
+                last_close_reason=self.last_close[1] if self.last_close else None,
+                last_error=self.last_error,
+            ),
+            scenario=self.settings.scenario,
+            frames=c.frames,
+            frames_sent=sent,
+            hits=c.hits,
+            news=c.news,
+            hit_rate=c.hits / c.frames if c.frames else None,
+            bits_per_frame=(t.semantic_bits + t.refresh_bits) / sent if sent else None,
+            wire_bits_per_frame=8 * (t.wire_bytes_out + t.wire_bytes_in) / sent if sent else None,
+            fps=finite(fps),
+            fps_mean=finite(mean),
+            fps_target=self.settings.fps,
+            memory_count=self.core.memory.count,
+            memory_capacity=self.core.memory.capacity,
+            digest=self.core.memory.digest(),
+            counters=asdict(c),
+            traffic=asdict(t),
+        )
+
+
+def build_app(config: LinkConfig, settings: TxSettings, codec: Codec | None = None):
+    service = TxService(config, settings, codec)
+    return create_app(
+        service, TxStats, title="hoplink transmitter", stats_interval=settings.stats_interval
+    )
+
+
+def run(config: LinkConfig, settings: TxSettings) -> int:
+    return serve(build_app(config, settings), settings)
+
+
+__all__ = ["Backoff", "TxService", "TxStats", "build_app", "run"]
