@@ -37,6 +37,13 @@ class LinkConfig(BaseSettings):
     beta: float = Field(20.0, gt=0, le=1e4, description="Hopfield inverse temperature β (eq. 4)")
     hopfield_steps: int = Field(1, ge=1, le=100, description="Hopfield update iterations (HEN)")
     hopfield_eps: float = Field(1e-4, gt=0, description="stop iterating when the update moves less")
+    metastable_threshold: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="HEN: a recall whose state is not within this cosine of any single prototype "
+        "is a meta-stable mixture and counts as a miss (0 disables)",
+    )
     threshold: float = Field(0.98, ge=-1.0, le=1.0, description="hit threshold τ on cosine (eq. 1)")
     memory: MemoryKind = Field("hopfield", description="memory kind: hopfield (soft) or vq (hard)")
     transmission: TransmissionMode = Field(

@@ -63,6 +63,7 @@ class Recall:
     weight_codes: tuple[int, ...]  # soft mode only; empty for index references
     latent: np.ndarray  # the Rx's reconstruction of these references
     similarity: float  # the decision statistic of eq. (1)
+    metastable: bool = False  # HEN: the retrieved state is a mixture near no single prototype
 
 
 class Memory:
@@ -96,11 +97,16 @@ class Memory:
             query, patterns, cfg.beta, cfg.hopfield_steps, cfg.hopfield_eps
         )
         weights = weights[0]
+        # HEN: a fixed point far from every stored pattern is a meta-stable mixture, not a recall.
+        metastable = bool(
+            cfg.metastable_threshold > 0
+            and float(np.max(patterns @ state[0])) < cfg.metastable_threshold
+        )
         if cfg.transmission == "index":
             # Eq. (1): decide on cos(z, T_β(z)); send the dominant pattern, which the Rx recalls.
             slot = int(np.argmax(weights))
             similarity = float(state[0] @ query[0])
-            return Recall((slot,), (), self.prototypes[slot], similarity)
+            return Recall((slot,), (), self.prototypes[slot], similarity, metastable)
         k = min(cfg.top_k, self.count)
         top = np.argsort(-weights, kind="stable")[:k]
         codes = quantize_weights(weights[top] / weights[top].max(), cfg.weight_bits)
@@ -108,11 +114,13 @@ class Memory:
         refs, codes = tuple(int(s) for s in top[keep]), tuple(int(c) for c in codes[keep])
         blend = self.reconstruct(refs, codes)
         # Soft mode decides on the blend the Rx will rebuild from the quantized weights.
-        return Recall(refs, codes, blend, float(blend @ query[0]))
+        return Recall(refs, codes, blend, float(blend @ query[0]), metastable)
 
     def decide(self, latent: np.ndarray) -> tuple[bool, Recall | None]:
         recall = self.recall(latent)
-        return recall is not None and recall.similarity >= self.config.threshold, recall
+        if recall is None or recall.metastable:
+            return False, recall
+        return recall.similarity >= self.config.threshold, recall
 
     # -- reconstruction (Rx, and Tx to know what the Rx shows) -----------------------------------
 

@@ -127,3 +127,27 @@ def test_bad_references_are_named():
         mem.reconstruct((9,))
     with pytest.raises(MemoryAccessError, match="capacity"):
         mem.store(8, np.zeros(64, dtype=np.uint16))
+
+
+def test_metastable_mixtures_count_as_misses():
+    base = {"threshold": 0.5, "beta": 1.0, "hopfield_steps": 50, "capacity": 8, "latent_dim": 16}
+    plain = build_config(base, read_env=False)
+    hen = build_config({**base, "metastable_threshold": 0.9}, read_env=False)
+    mem_plain, mem_hen = _filled(plain, 8), _filled(hen, 8)
+    z = normalize(mem_plain.prototypes[:3].sum(axis=0))  # between three stored patterns
+    hit_plain, recall = mem_plain.decide(z)
+    nearest = float(
+        np.max(
+            mem_plain.prototypes[:8]
+            @ hopfield_retrieve(z[None], mem_plain.prototypes[:8], 1.0, 50)[0][0]
+        )
+    )
+    assert nearest < 0.9  # the fixed point is a mixture (reference computation)
+    assert hit_plain and not recall.metastable  # plain Hopfield accepts the blend
+    hit_hen, recall_hen = mem_hen.decide(z)
+    assert recall_hen.metastable and not hit_hen
+    # A query at a stored pattern converges to it: not meta-stable, still a hit.
+    hen_sharp = build_config({**base, "beta": 30.0, "metastable_threshold": 0.9}, read_env=False)
+    mem = _filled(hen_sharp, 8)
+    hit, r = mem.decide(mem.prototypes[2])
+    assert hit and not r.metastable

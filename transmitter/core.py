@@ -22,6 +22,7 @@ class TxCounters:
     hits: int = 0
     news: int = 0
     news_unstored: int = 0  # misses at capacity under the freeze policy
+    metastable: int = 0  # misses because the Hopfield state was a mixture (HEN)
     refresh_requests: int = 0
     refreshes_sent: int = 0
     refreshes_refused: int = 0  # unknown reference, or over the refresh budget
@@ -62,6 +63,8 @@ class TransmitterCore:
         self.counters.frames += 1
         self.last_seq = seq
         hit, recall = self.memory.decide(latent)
+        if recall is not None and recall.metastable:
+            self.counters.metastable += 1
         similarity = recall.similarity if recall is not None else float("-inf")
         if hit:
             self.counters.hits += 1
