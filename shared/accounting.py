@@ -44,11 +44,18 @@ def semantic_bits(message: Message, config: LinkConfig) -> int:
 
 
 def psnr(reference: np.ndarray, test: np.ndarray) -> float:
-    """PSNR in dB between uint8 images (capped at PSNR_CAP_DB for identical images)."""
-    mse = float(np.mean((reference.astype(np.float64) - test.astype(np.float64)) ** 2))
-    if mse == 0:
-        return PSNR_CAP_DB
-    return min(PSNR_CAP_DB, 10.0 * math.log10(255.0**2 / mse))
+    """PSNR in dB between two uint8 images (capped at PSNR_CAP_DB for identical images)."""
+    return float(psnr_batch(reference[None], test[None])[0])
+
+
+def psnr_batch(reference: np.ndarray, test: np.ndarray) -> np.ndarray:
+    """Per-frame PSNR (N,) of uint8 frames (N, ...) against (N, ...), capped at PSNR_CAP_DB."""
+    a = np.asarray(reference, dtype=np.float64).reshape(len(reference), -1)
+    b = np.asarray(test, dtype=np.float64).reshape(len(test), -1)
+    mse = ((a - b) ** 2).mean(axis=1)
+    with np.errstate(divide="ignore"):
+        db = 10.0 * np.log10(255.0**2 / mse)
+    return np.minimum(db, PSNR_CAP_DB)
 
 
 def ssim(reference: np.ndarray, test: np.ndarray) -> float:

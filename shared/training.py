@@ -27,13 +27,13 @@ import torch.nn.functional as F
 from PIL import Image, ImageFilter
 from tqdm import tqdm
 
+from shared.accounting import psnr_batch
 from shared.codec import CODECS, Codec, CodecError, CodecSpec, Decoder, Encoder, codecs_dir
 
 __all__ = [
     "CropSampler",
     "evaluate_psnr",
     "holdout_frames",
-    "psnr",
     "source_images",
     "train_codec",
 ]
@@ -166,21 +166,12 @@ def holdout_frames(n: int = 256, size: int = 64, seed: int = 12345) -> np.ndarra
     return CropSampler(held, size, seed, augment=False).batch(n)
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-frame PSNR in dB of uint8 frames (N, ...) against (N, ...); 100 dB when identical."""
-    a = np.asarray(a, dtype=np.float64).reshape(len(a), -1)
-    b = np.asarray(b, dtype=np.float64).reshape(len(b), -1)
-    mse = ((a - b) ** 2).mean(axis=1)
-    with np.errstate(divide="ignore"):
-        return np.where(mse > 0, 10 * np.log10(255.0**2 / np.maximum(mse, 1e-12)), 100.0)
-
-
 def evaluate_psnr(codec: Codec, frames: np.ndarray) -> float:
     """Mean PSNR (dB) of ``decode(encode(frames))`` against uint8 ``frames`` (N, S, S, 3)."""
     frames = np.asarray(frames)
     if frames.ndim == 3:
         frames = frames[None]
-    return float(psnr(frames, codec.decode(codec.encode(frames))).mean())
+    return float(psnr_batch(frames, codec.decode(codec.encode(frames))).mean())
 
 
 @dataclass

@@ -8,8 +8,9 @@ import json
 import numpy as np
 import pytest
 
+from shared.accounting import PSNR_CAP_DB, psnr_batch
 from shared.codec import CODECS, Codec, CodecError, CodecSpec, codecs_dir, load_codec
-from shared.training import CropSampler, evaluate_psnr, holdout_frames, psnr, train_codec
+from shared.training import CropSampler, evaluate_psnr, holdout_frames, train_codec
 
 # The shipped ae64 reaches 27.8 dB on the 48 held-out crops below (28.3 dB on the card's 512);
 # the floor leaves a margin for retraining noise. A random unit latent decodes to ~6 dB.
@@ -86,7 +87,7 @@ def test_shipped_codec_reconstructs_real_photos(codec: Codec, frames: np.ndarray
     rng = np.random.default_rng(0)
     random = rng.standard_normal((len(frames), 64)).astype(np.float32)
     random /= np.linalg.norm(random, axis=1, keepdims=True)
-    chance = float(psnr(frames, codec.decode(random)).mean())
+    chance = float(psnr_batch(frames, codec.decode(random)).mean())
     assert quality > PSNR_FLOOR_DB
     assert quality > chance + 15.0
 
@@ -160,7 +161,7 @@ def test_psnr_helpers() -> None:
     a = np.full((2, 4, 4, 3), 100, dtype=np.uint8)
     b = a.copy()
     b[1] += 1  # MSE 1 -> 48.13 dB
-    np.testing.assert_allclose(psnr(a, b), [100.0, 10 * np.log10(255.0**2)])
+    np.testing.assert_allclose(psnr_batch(a, b), [PSNR_CAP_DB, 10 * np.log10(255.0**2)])
 
 
 def test_crops_are_seeded() -> None:
