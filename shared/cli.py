@@ -117,6 +117,7 @@ def cmd_table(args: argparse.Namespace) -> int:
             n_frames=args.frames,
             seed=config.seed,
             psnr_drop=args.psnr_drop,
+            methods=tuple(args.methods.split(",")),
             progress=lambda g: bar.set_description(f"{g} ({len(TABLE_GROUPS)} groups)"),
             on_step=bar.update,
         )
@@ -260,6 +261,24 @@ def _add_network_commands(sub: argparse._SubParsersAction) -> None:
     demo.set_defaults(func=cmd_demo)
 
 
+def cmd_train_adaptive(args: argparse.Namespace) -> int:
+    import torch
+
+    from shared.adaptive import train_and_save
+    from shared.codec import load_codec
+    from shared.tables import render_table
+
+    torch.set_num_threads(1)
+    card = train_and_save(
+        load_codec(args.codec), steps=args.steps, seed=args.seed, out_dir=args.out
+    )
+    rows = [[e["variant"], e["strength"], e["cosine_accuracy"], e["adaptive_accuracy"]]
+            for e in card["evaluation"]]  # fmt: skip
+    print(render_table(["variant", "strength", "cosine top-1", "adaptive top-1"], rows))
+    print(f"weights: {card['name']}.json ({card['wall_time_s']} s, loss {card['final_loss']:.3f})")
+    return 0
+
+
 # --- parser ---------------------------------------------------------------------------------------
 
 
@@ -294,6 +313,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.5,
         help="target PSNR = all-NEW PSNR minus this many dB (default 0.5)",
     )
+    table.add_argument(
+        "--methods",
+        default="hopfield,vq",
+        help="memory kinds to calibrate, comma-separated (default hopfield,vq)",
+    )
     table.add_argument("--json", action="store_true", help="print JSON instead of a table")
     add_config_arguments(table)
     table.set_defaults(func=cmd_table)
@@ -306,6 +330,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     train.add_argument("--out", default=None, help="output folder (default: the package's)")
     train.set_defaults(func=cmd_train)
+
+    adaptive = sub.add_parser(
+        "train-adaptive", help="train the adaptive memory's learned similarity (A-Hop)"
+    )
+    adaptive.add_argument("--codec", default="ae64", help="codec whose latents it learns on")
+    adaptive.add_argument("--steps", type=int, default=1500, help="optimizer steps")
+    adaptive.add_argument("--seed", type=int, default=0)
+    adaptive.add_argument("--out", default=None, help="output folder (default: the package's)")
+    adaptive.set_defaults(func=cmd_train_adaptive)
 
     scen = sub.add_parser("scenarios", help="list the bundled scenarios and protocols")
     scen.set_defaults(func=cmd_scenarios)

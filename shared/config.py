@@ -16,7 +16,7 @@ from typing import Any, Literal, get_args, get_origin
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-MemoryKind = Literal["hopfield", "vq"]
+MemoryKind = Literal["hopfield", "vq", "adaptive"]
 TransmissionMode = Literal["index", "soft"]
 EvictionPolicy = Literal["fifo", "lru", "freeze"]
 
@@ -45,7 +45,9 @@ class LinkConfig(BaseSettings):
         "is a meta-stable mixture and counts as a miss (0 disables)",
     )
     threshold: float = Field(0.98, ge=-1.0, le=1.0, description="hit threshold τ on cosine (eq. 1)")
-    memory: MemoryKind = Field("hopfield", description="memory kind: hopfield (soft) or vq (hard)")
+    memory: MemoryKind = Field(
+        "hopfield", description="memory kind: hopfield (soft), vq (hard), adaptive (A-Hop)"
+    )
     transmission: TransmissionMode = Field(
         "index", description="index: send the best reference; soft: top-k references + weights"
     )

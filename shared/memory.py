@@ -8,6 +8,7 @@ policy runs on one side and cannot drift between copies.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,17 +31,28 @@ def vq_retrieve(queries: np.ndarray, patterns: np.ndarray) -> tuple[np.ndarray, 
     return best, scores[np.arange(len(queries)), best]
 
 
+def dot_scores(queries: np.ndarray, patterns: np.ndarray) -> np.ndarray:
+    """Cosine similarity of unit vectors: (B, d) × (M, d) → (B, M)."""
+    return queries @ patterns.T
+
+
 def hopfield_retrieve(
-    queries: np.ndarray, patterns: np.ndarray, beta: float, steps: int = 1, eps: float = 1e-4
+    queries: np.ndarray,
+    patterns: np.ndarray,
+    beta: float,
+    steps: int = 1,
+    eps: float = 1e-4,
+    similarity: Callable[[np.ndarray, np.ndarray], np.ndarray] = dot_scores,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Modern Hopfield update T_β (eq. 4), iterated up to ``steps`` times or until it moves < eps.
 
     Returns the retrieved unit-norm states (B, d) and the last softmax weights (B, M).
-    With unit-norm patterns and states, β·(ξ·x) is β·cos(ξ, x).
+    With unit-norm patterns and states, β·(ξ·x) is β·cos(ξ, x); ``similarity`` swaps in another
+    score (the adaptive memory's learned one).
     """
     state = queries
     for _ in range(steps):
-        logits = beta * (state @ patterns.T)
+        logits = beta * similarity(state, patterns)
         logits -= logits.max(axis=1, keepdims=True)
         weights = np.exp(logits)
         weights /= weights.sum(axis=1, keepdims=True)
@@ -79,6 +91,11 @@ class Memory:
         self._last_used = np.zeros(config.capacity, dtype=np.int64)
         self._inserted = np.zeros(config.capacity, dtype=np.int64)
         self._clock = 0
+        self.similarity = dot_scores
+        if config.memory == "adaptive":
+            from shared.adaptive import load_adaptive
+
+            self.similarity = load_adaptive(config.latent_dim).scores
 
     # -- decisions (Tx) --------------------------------------------------------------------------
 
@@ -94,7 +111,7 @@ class Memory:
             slot = int(best[0])
             return Recall((slot,), (), self.prototypes[slot], float(cosine[0]))
         state, weights = hopfield_retrieve(
-            query, patterns, cfg.beta, cfg.hopfield_steps, cfg.hopfield_eps
+            query, patterns, cfg.beta, cfg.hopfield_steps, cfg.hopfield_eps, self.similarity
         )
         weights = weights[0]
         # HEN: a fixed point far from every stored pattern is a meta-stable mixture, not a recall.
