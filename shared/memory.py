@@ -36,6 +36,18 @@ def dot_scores(queries: np.ndarray, patterns: np.ndarray) -> np.ndarray:
     return queries @ patterns.T
 
 
+BLOCK_ROWS = 8192  # patterns per block: 2 MiB at d=64, so both products read it from cache
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    """Result of the Hopfield update: states and the k largest softmax weights per query."""
+
+    state: np.ndarray  # (B, d) unit-norm retrieved states T_β(x)
+    top_slots: np.ndarray  # (B, k) indices of the largest weights, largest first
+    top_weights: np.ndarray  # (B, k) their softmax weights
+
+
 def hopfield_retrieve(
     queries: np.ndarray,
     patterns: np.ndarray,
@@ -43,25 +55,51 @@ def hopfield_retrieve(
     steps: int = 1,
     eps: float = 1e-4,
     similarity: Callable[[np.ndarray, np.ndarray], np.ndarray] = dot_scores,
-) -> tuple[np.ndarray, np.ndarray]:
+    top_k: int = 1,
+) -> Retrieval:
     """Modern Hopfield update T_β (eq. 4), iterated up to ``steps`` times or until it moves < eps.
 
-    Returns the retrieved unit-norm states (B, d) and the last softmax weights (B, M).
     With unit-norm patterns and states, β·(ξ·x) is β·cos(ξ, x); ``similarity`` swaps in another
-    score (the adaptive memory's learned one).
+    score (the adaptive memory's learned one). Each update is one blocked pass over the memory
+    with an online softmax (running max and sum), so the (B, M) weights are never materialized.
     """
-    state = queries
+    state = np.asarray(queries, dtype=np.float32)
     for _ in range(steps):
-        logits = beta * similarity(state, patterns)
-        logits -= logits.max(axis=1, keepdims=True)
-        weights = np.exp(logits)
-        weights /= weights.sum(axis=1, keepdims=True)
-        new_state = normalize(weights @ patterns)
+        new_state, slots, weights = _hopfield_pass(state, patterns, beta, similarity, top_k)
         moved = float(np.abs(new_state - state).max())
         state = new_state
         if moved < eps:
             break
-    return state, weights
+    return Retrieval(state, slots, weights)
+
+
+def _hopfield_pass(state, patterns, beta, similarity, top_k):
+    n, d = state.shape
+    k = min(top_k, len(patterns))
+    running_max = np.full(n, -np.inf, dtype=np.float32)
+    running_sum = np.zeros(n, dtype=np.float32)
+    acc = np.zeros((n, d), dtype=np.float32)
+    best_logits = np.full((n, k), -np.inf, dtype=np.float32)
+    best_slots = np.zeros((n, k), dtype=np.int64)
+    rows = np.arange(n)[:, None]
+    for start in range(0, len(patterns), BLOCK_ROWS):
+        block = patterns[start : start + BLOCK_ROWS]
+        logits = np.float32(beta) * similarity(state, block)
+        new_max = np.maximum(running_max, logits.max(axis=1))
+        rescale = np.exp(running_max - new_max)
+        weights = np.exp(logits - new_max[:, None])
+        running_sum = running_sum * rescale + weights.sum(axis=1)
+        acc = acc * rescale[:, None] + weights @ block
+        running_max = new_max
+        # Merge this block's k best logits with the best so far.
+        kb = min(k, logits.shape[1])
+        cand = np.argpartition(-logits, kb - 1, axis=1)[:, :kb]
+        merged_logits = np.concatenate([best_logits, logits[rows, cand]], axis=1)
+        merged_slots = np.concatenate([best_slots, cand + start], axis=1)
+        order = np.argsort(-merged_logits, axis=1, kind="stable")[:, :k]
+        best_logits, best_slots = merged_logits[rows, order], merged_slots[rows, order]
+    top_weights = np.exp(best_logits - running_max[:, None]) / running_sum[:, None]
+    return normalize(acc), best_slots, top_weights.astype(np.float32)
 
 
 # --- the memory -----------------------------------------------------------------------------------
@@ -110,23 +148,22 @@ class Memory:
             best, cosine = vq_retrieve(query, patterns)
             slot = int(best[0])
             return Recall((slot,), (), self.prototypes[slot], float(cosine[0]))
-        state, weights = hopfield_retrieve(
-            query, patterns, cfg.beta, cfg.hopfield_steps, cfg.hopfield_eps, self.similarity
+        k = 1 if cfg.transmission == "index" else min(cfg.top_k, self.count)
+        found = hopfield_retrieve(
+            query, patterns, cfg.beta, cfg.hopfield_steps, cfg.hopfield_eps, self.similarity, k
         )
-        weights = weights[0]
+        state, top, weights = found.state[0], found.top_slots[0], found.top_weights[0]
         # HEN: a fixed point far from every stored pattern is a meta-stable mixture, not a recall.
         metastable = bool(
             cfg.metastable_threshold > 0
-            and float(np.max(patterns @ state[0])) < cfg.metastable_threshold
+            and float(np.max(patterns @ state)) < cfg.metastable_threshold
         )
         if cfg.transmission == "index":
             # Eq. (1): decide on cos(z, T_β(z)); send the dominant pattern, which the Rx recalls.
-            slot = int(np.argmax(weights))
-            similarity = float(state[0] @ query[0])
+            slot = int(top[0])
+            similarity = float(state @ query[0])
             return Recall((slot,), (), self.prototypes[slot], similarity, metastable)
-        k = min(cfg.top_k, self.count)
-        top = np.argsort(-weights, kind="stable")[:k]
-        codes = quantize_weights(weights[top] / weights[top].max(), cfg.weight_bits)
+        codes = quantize_weights(weights / weights.max(), cfg.weight_bits)
         keep = codes > 0
         refs, codes = tuple(int(s) for s in top[keep]), tuple(int(c) for c in codes[keep])
         blend = self.reconstruct(refs, codes)

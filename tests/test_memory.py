@@ -59,18 +59,19 @@ def test_large_beta_recovers_hard_nearest_neighbour():
     rng = np.random.default_rng(0)
     patterns = normalize(rng.standard_normal((20, 32)))
     queries = normalize(patterns[:5] + 0.2 * rng.standard_normal((5, 32)))
-    states, weights = hopfield_retrieve(queries, patterns, beta=1e3)
-    np.testing.assert_allclose(states, patterns[:5], atol=1e-4)
-    assert (weights.argmax(axis=1) == np.arange(5)).all()
+    found = hopfield_retrieve(queries, patterns, beta=1e3)
+    np.testing.assert_allclose(found.state, patterns[:5], atol=1e-4)
+    assert (found.top_slots[:, 0] == np.arange(5)).all()
+    np.testing.assert_allclose(found.top_weights[:, 0], 1.0, atol=1e-4)
 
 
 def test_iterated_updates_converge_to_a_fixed_point():
     rng = np.random.default_rng(1)
     patterns = normalize(rng.standard_normal((10, 32)))
     q = normalize(patterns[0] + 0.4 * rng.standard_normal(32))[None]
-    once, _ = hopfield_retrieve(q, patterns, beta=16.0, steps=1)
-    many, _ = hopfield_retrieve(q, patterns, beta=16.0, steps=50, eps=1e-7)
-    again, _ = hopfield_retrieve(many, patterns, beta=16.0, steps=1)
+    once = hopfield_retrieve(q, patterns, beta=16.0, steps=1).state
+    many = hopfield_retrieve(q, patterns, beta=16.0, steps=50, eps=1e-7).state
+    again = hopfield_retrieve(many, patterns, beta=16.0, steps=1).state
     np.testing.assert_allclose(again, many, atol=1e-5)
     # Iterating pulls the query into the stored pattern's basin.
     assert float(many[0] @ patterns[0]) > max(0.99, float(once[0] @ patterns[0]))
@@ -80,10 +81,10 @@ def test_low_beta_iterations_fall_into_a_metastable_mixture():
     rng = np.random.default_rng(1)
     patterns = normalize(rng.standard_normal((10, 32)))
     q = normalize(patterns[0] + 0.4 * rng.standard_normal(32))[None]
-    state, weights = hopfield_retrieve(q, patterns, beta=1.0, steps=100, eps=1e-7)
+    found = hopfield_retrieve(q, patterns, beta=1.0, steps=100, eps=1e-7)
     # At high temperature the fixed point is a blend near no single prototype (HEN's caveat).
-    assert float((state @ patterns.T).max()) < 0.7
-    assert weights.max() < 0.2
+    assert float((found.state @ patterns.T).max()) < 0.7
+    assert found.top_weights.max() < 0.2
 
 
 @pytest.mark.parametrize("policy", ["fifo", "lru", "freeze"])
@@ -139,7 +140,7 @@ def test_metastable_mixtures_count_as_misses():
     nearest = float(
         np.max(
             mem_plain.prototypes[:8]
-            @ hopfield_retrieve(z[None], mem_plain.prototypes[:8], 1.0, 50)[0][0]
+            @ hopfield_retrieve(z[None], mem_plain.prototypes[:8], 1.0, 50).state[0]
         )
     )
     assert nearest < 0.9  # the fixed point is a mixture (reference computation)
@@ -151,3 +152,22 @@ def test_metastable_mixtures_count_as_misses():
     mem = _filled(hen_sharp, 8)
     hit, r = mem.decide(mem.prototypes[2])
     assert hit and not r.metastable
+
+
+def test_blocked_pass_equals_the_direct_softmax(monkeypatch):
+    import shared.memory as memory
+
+    monkeypatch.setattr(memory, "BLOCK_ROWS", 7)  # many blocks, one partial
+    rng = np.random.default_rng(4)
+    patterns = normalize(rng.standard_normal((50, 16)))
+    queries = normalize(rng.standard_normal((3, 16)))
+    found = hopfield_retrieve(queries, patterns, beta=9.0, top_k=4)
+    logits = 9.0 * (queries.astype(np.float64) @ patterns.T)
+    weights = np.exp(logits - logits.max(axis=1, keepdims=True))
+    weights /= weights.sum(axis=1, keepdims=True)
+    direct = weights @ patterns
+    direct /= np.linalg.norm(direct, axis=1, keepdims=True)
+    np.testing.assert_allclose(found.state, direct, atol=1e-5)
+    order = np.argsort(-weights, axis=1)[:, :4]
+    np.testing.assert_array_equal(found.top_slots, order)
+    np.testing.assert_allclose(found.top_weights, np.take_along_axis(weights, order, 1), atol=1e-6)
