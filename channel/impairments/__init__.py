@@ -5,14 +5,16 @@ Each direction (tx_to_rx, rx_to_tx) runs the impairments set on it in this fixed
 1. ``rate``            — bottleneck serialization at the channel's ingress, FIFO in arrival
                          order; every admitted message takes link time, even one lost later;
 2. ``loss``            — lost on the link (independent or Gilbert–Elliott);
-3. ``bit_errors``      — corrupted on the link (payload fields, or the whole frame);
-4. ``id_desync``       — memory-write fault on what arrives: a NEW's slot changed;
-5. ``prototype_noise`` — memory-write fault: noise on a NEW's latent;
-6. ``duplicate``       — a second copy (each copy then gets its own delay/jitter);
-7. ``delay``           — propagation delay with jitter (independent jitter may reorder);
-8. ``reorder``         — held back so successors overtake it (last: releases leave as they are).
+3. ``phy``             — the physical layer of what gets through: bit errors from SNR,
+                         modulation, AWGN/Rayleigh fading and FEC; airtime (optionally delay);
+4. ``bit_errors``      — corrupted on the link at a fixed BER (payload fields, or the whole frame);
+5. ``id_desync``       — memory-write fault on what arrives: a NEW's slot changed;
+6. ``prototype_noise`` — memory-write fault: noise on a NEW's latent;
+7. ``duplicate``       — a second copy (each copy then gets its own delay/jitter);
+8. ``delay``           — propagation delay with jitter (independent jitter may reorder);
+9. ``reorder``         — held back so successors overtake it (last: releases leave as they are).
 
-Field-aware stages (3 in field mode, 4, 5) skip messages that do not decode, e.g. after a
+Field-aware stages (3 and 4 in field mode, 5, 6) skip messages that do not decode, e.g. after a
 whole-frame corruption; control-plane messages (hello, bye, error, corrupt) pass every stage
 untouched unless a stage names them in ``types`` (see :mod:`channel.impairments.base`).
 
@@ -37,13 +39,14 @@ from channel.impairments.delay import Delay
 from channel.impairments.duplicate import Duplicate
 from channel.impairments.id_desync import IdDesync
 from channel.impairments.loss import Loss
+from channel.impairments.phy import Phy
 from channel.impairments.prototype_noise import PrototypeNoise
 from channel.impairments.rate import Rate
 from channel.impairments.reorder import Reorder
 
 IMPAIRMENTS: dict[str, type[Impairment]] = {
     cls.name: cls
-    for cls in (Rate, Loss, BitErrors, IdDesync, PrototypeNoise, Duplicate, Delay, Reorder)
+    for cls in (Rate, Loss, Phy, BitErrors, IdDesync, PrototypeNoise, Duplicate, Delay, Reorder)
 }
 PIPELINE_ORDER: tuple[str, ...] = tuple(IMPAIRMENTS)
 

@@ -16,11 +16,16 @@ the Rx counts decode errors. The number of flips is drawn as Binomial(nbits, ber
 many distinct positions, so a low BER on a long frame costs one draw; the payload size is read
 from the raw msgpack map and the message is fully decoded (validated) only when a flip is due.
 ``skipped_undecodable`` counts messages left alone because they did not decode.
+
+Where the bits are and how they are flipped lives here once (:class:`PayloadBits`,
+:class:`PayloadBitErrors`); the ``phy`` impairment draws its errors differently (from an SNR,
+a modulation, fading and FEC) and flips them through the same machinery.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import msgpack
 import numpy as np
@@ -33,61 +38,29 @@ from channel.impairments.base import (
     bit_positions,
     flip_bits,
 )
+from shared.config import LinkConfig
 from shared.protocol import Hit, Message, New, Refresh
 from shared.quantizer import packed_size
 
 
-class Attributes(ImpairmentAttributes):
-    model_config = ConfigDict(title="bit_errors")
+class PayloadBits:
+    """The payload bits of a message exposed to bit errors, and how to flip them.
 
-    ber: float = Field(1e-4, ge=0.0, le=1.0, description="bit-error rate: P(a bit flips)")
-    whole_frame: bool = Field(
-        False, description="flip bits over the whole msgpack frame instead of payload fields"
-    )
+    Bit order (the ``positions`` of :meth:`flip`): for latents, the packed bit order (bit 0 =
+    MSB of byte 0); for hits, the references (each ``index_bits`` wide, LSB first), then the cue
+    (``cue_bits``), then the weights (each ``weight_bits``).
+    """
 
+    def __init__(self, config: LinkConfig) -> None:
+        self.config = config
 
-class BitErrors(Impairment):
-    name = "bit_errors"
-    Attributes = Attributes
-    COUNTERS = ("bits_flipped", "messages_corrupted", "skipped_undecodable")
-
-    def apply(self, item: InFlight, rng: np.random.Generator) -> list[InFlight]:
-        ber = self.attributes.ber
-        if ber <= 0.0:
-            return [item]
-        if self.attributes.whole_frame:
-            nbits = 8 * len(item.data)
-            flips = int(rng.binomial(nbits, ber)) if nbits else 0
-            if flips:
-                item.set_data(flip_bits(item.data, bit_positions(rng, nbits, flips)))
-                self._count(flips)
-            return [item]
-        nbits = self._raw_payload_bits(item)
-        if nbits is None:
-            self.counters["skipped_undecodable"] += 1
-            return [item]
-        flips = int(rng.binomial(nbits, ber)) if nbits else 0
-        if not flips:
-            return [item]
-        message = item.message  # decoded (and validated) only when a flip is due
-        if message is None or self.payload_bits(message) != nbits:
-            self.counters["skipped_undecodable"] += 1
-            return [item]
-        item.set_message(self._flip(message, bit_positions(rng, nbits, flips)))
-        self._count(flips)
-        return [item]
-
-    def _count(self, flips: int) -> None:
-        self.counters["bits_flipped"] += flips
-        self.counters["messages_corrupted"] += 1
-
-    def _latent_bits(self, latent: bytes) -> int:
+    def latent_bits(self, latent: bytes) -> int:
         cfg = self.config
         if len(latent) == packed_size(cfg.latent_dim, cfg.bits_per_value):
             return cfg.latent_dim * cfg.bits_per_value
         return 8 * len(latent)
 
-    def _raw_payload_bits(self, item: InFlight) -> int | None:
+    def raw_count(self, item: InFlight) -> int | None:
         """Payload bits read from the raw msgpack map (cheap: no validation); None if the frame
         is not a map. Messages without payload fields have 0."""
         if item.type not in ("new", "refresh", "hit"):
@@ -105,14 +78,14 @@ class BitErrors(Impairment):
                 return None
             return len(refs) * cfg.index_bits + cfg.cue_bits + len(weights) * cfg.weight_bits
         latent = fields.get("latent")
-        return self._latent_bits(latent) if isinstance(latent, bytes) else None
+        return self.latent_bits(latent) if isinstance(latent, bytes) else None
 
-    def payload_bits(self, message: Message) -> int:
+    def count(self, message: Message) -> int:
         """How many payload bits of ``message`` are exposed to bit errors."""
         cfg = self.config
         match message:
             case New() | Refresh():
-                return self._latent_bits(message.latent)
+                return self.latent_bits(message.latent)
             case Hit():
                 return (
                     len(message.refs) * cfg.index_bits
@@ -121,9 +94,8 @@ class BitErrors(Impairment):
                 )
         return 0
 
-    def _flip(self, message: Message, positions: list[int]) -> Message:
-        """``message`` with the payload bits at ``positions`` (in :meth:`payload_bits` order:
-        refs, then cue, then weights; for latents, the packed bit order) flipped."""
+    def flip(self, message: Message, positions: Sequence[int]) -> Message:
+        """``message`` with the payload bits at ``positions`` (class docstring order) flipped."""
         if isinstance(message, New | Refresh):
             return dataclasses.replace(message, latent=flip_bits(message.latent, positions))
         assert isinstance(message, Hit)
@@ -139,3 +111,72 @@ class BitErrors(Impairment):
                 q = p - ref_bits - cfg.cue_bits
                 weights[q // cfg.weight_bits] ^= 1 << (q % cfg.weight_bits)
         return dataclasses.replace(message, refs=tuple(refs), cue=cue, weights=tuple(weights))
+
+
+class PayloadBitErrors(Impairment):
+    """Base of the impairments that flip bits (``bit_errors``, ``phy``): which bits are exposed
+    (:meth:`exposed_bits`), flipping them in place and counting (:meth:`corrupt`)."""
+
+    COUNTERS: tuple[str, ...] = ("bits_flipped", "messages_corrupted", "skipped_undecodable")
+
+    def __init__(self, attributes: ImpairmentAttributes, config: LinkConfig) -> None:
+        self.payload = PayloadBits(config)
+        super().__init__(attributes, config)
+
+    def exposed_bits(self, item: InFlight, whole_frame: bool) -> int | None:
+        """Bits of ``item`` exposed to errors: every bit of the frame, or (field mode) its
+        payload bits read from the raw map; None, counted as ``skipped_undecodable``, when the
+        frame is not a map."""
+        if whole_frame:
+            return 8 * len(item.data)
+        nbits = self.payload.raw_count(item)
+        if nbits is None:
+            self.counters["skipped_undecodable"] += 1
+        return nbits
+
+    def corrupt(
+        self, item: InFlight, nbits: int, positions: Sequence[int], whole_frame: bool
+    ) -> int:
+        """Flip the distinct ``positions`` (each < ``nbits`` from :meth:`exposed_bits`) in
+        ``item`` and count them; returns how many were flipped. Field mode decodes (validates)
+        the message here, and skips one whose payload does not match ``nbits``."""
+        if not len(positions):
+            return 0
+        if whole_frame:
+            item.set_data(flip_bits(item.data, positions))
+        else:
+            message = item.message  # decoded (and validated) only when a flip is due
+            if message is None or self.payload.count(message) != nbits:
+                self.counters["skipped_undecodable"] += 1
+                return 0
+            item.set_message(self.payload.flip(message, positions))
+        self.counters["bits_flipped"] += len(positions)
+        self.counters["messages_corrupted"] += 1
+        return len(positions)
+
+
+class Attributes(ImpairmentAttributes):
+    model_config = ConfigDict(title="bit_errors")
+
+    ber: float = Field(1e-4, ge=0.0, le=1.0, description="bit-error rate: P(a bit flips)")
+    whole_frame: bool = Field(
+        False, description="flip bits over the whole msgpack frame instead of payload fields"
+    )
+
+
+class BitErrors(PayloadBitErrors):
+    name = "bit_errors"
+    Attributes = Attributes
+
+    def apply(self, item: InFlight, rng: np.random.Generator) -> list[InFlight]:
+        ber = self.attributes.ber
+        if ber <= 0.0:
+            return [item]
+        whole_frame = self.attributes.whole_frame
+        nbits = self.exposed_bits(item, whole_frame)
+        if not nbits:
+            return [item]
+        flips = int(rng.binomial(nbits, ber))
+        if flips:
+            self.corrupt(item, nbits, bit_positions(rng, nbits, flips), whole_frame)
+        return [item]
