@@ -13,7 +13,10 @@ by the Rx (4001-4003) reaches the Tx as it was sent.
 
 REST control API (Toxiproxy-like): ``GET /impairments``, ``PUT /impairments/{direction}/{name}``
 (JSON attributes, merged into an existing impairment), ``DELETE /impairments/{direction}/{name}``,
-``DELETE /impairments``, ``POST /events/corrupt`` (one-shot corruption of the Rx memory).
+``DELETE /impairments``, ``POST /events/corrupt`` (one-shot corruption of the Rx memory),
+``GET /impairments/schemas`` (every impairment's attributes as JSON schema). The channel also
+serves the live dashboard at ``/dashboard/`` (:mod:`shared.dashboard`; ``--rx-api``/``--tx-api``
+tell the page where the other processes are).
 
 This module must not import torch (checked by a test): the channel needs no codec.
 """
@@ -28,13 +31,15 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, HTTPException, Request, WebSocket
+from fastapi import APIRouter, Body, Depends, HTTPException, Request, WebSocket
 from pydantic import BaseModel, Field
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from channel.core import DIRECTIONS, ChannelCore, Delivery, ImpairmentError
+from channel.core import DIRECTIONS, MAX_CORRUPT_SIGMA, ChannelCore, Delivery, ImpairmentError
+from channel.impairments import impairment_schemas
 from shared.config import ConfigError, LinkConfig
+from shared.security import check_control_binding, require_control_token
 from shared.service import (
     WS_MAX_SIZE,
     ChannelSettings,
@@ -181,6 +186,10 @@ class ChannelService:
     name = "channel"
 
     def __init__(self, config: LinkConfig, settings: ChannelSettings) -> None:
+        try:  # beyond loopback, the control API must not be open to anyone
+            check_control_binding(settings.host, settings.control_token)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         self.config = config
         self.settings = settings
         self.core = ChannelCore(config, seed=config.seed)
@@ -424,7 +433,8 @@ def startup_impairments(settings: ChannelSettings) -> Iterable[tuple[str, str, d
 # --- app and entry point -------------------------------------------------------------------------
 
 link_router = APIRouter(tags=["link"])
-control = APIRouter(tags=["impairments"])
+# PUT/DELETE/POST need the bearer token when one is set, and a same-origin caller.
+control = APIRouter(tags=["impairments"], dependencies=[Depends(require_control_token)])
 
 
 @link_router.websocket("/link")
@@ -437,6 +447,13 @@ async def link_endpoint(ws: WebSocket) -> None:
 async def get_impairments(request: Request) -> dict[str, dict[str, Any]]:
     """Every impairment set, per direction, with its attributes and counters."""
     return get_service(request).core.impairments()
+
+
+@control.get("/impairments/schemas")
+async def get_impairment_schemas() -> dict[str, dict[str, Any]]:
+    """JSON schema of every impairment's attributes, in pipeline order (the dashboard builds its
+    controls from these)."""
+    return impairment_schemas()
 
 
 @control.put("/impairments/{direction}/{name}")
@@ -469,12 +486,20 @@ async def post_corrupt(request: Request, event: CorruptEvent) -> CorruptResult:
 
 
 def build_app(config: LinkConfig, settings: ChannelSettings):
+    from shared.dashboard import dashboard_router, http_base, page_config
+
     service = ChannelService(config, settings)
+    page = page_config(
+        rx_api=settings.rx_api or http_base(settings.rx_url),
+        tx_api=settings.tx_api,
+        directions=DIRECTIONS,
+        corrupt={"rho": 1.0, "sigma": MAX_CORRUPT_SIGMA},
+    )
     return create_app(
         service,
         ChannelStats,
         title="hoplink channel",
-        routers=[link_router, control],
+        routers=[link_router, control, dashboard_router(page)],
         stats_interval=settings.stats_interval,
     )
 

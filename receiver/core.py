@@ -18,10 +18,13 @@ import numpy as np
 from shared.accounting import Outcome
 from shared.config import LinkConfig
 from shared.cues import CueHasher, hamming, lookup
+from shared.entropy import SCALE_LEVELS, EntropyError, FrameSymbols, SymbolCoder
 from shared.memory import Memory
 from shared.protocol import (
     Bye,
+    Coded,
     Corrupt,
+    Delta,
     Digest,
     Error,
     Hit,
@@ -32,6 +35,7 @@ from shared.protocol import (
     RefreshRequest,
 )
 from shared.quantizer import QuantizerError, dequantize, normalize, unpack_codes
+from shared.rdo import reconstruct_delta
 
 MAX_REFRESHES_PER_DIGEST = 32
 
@@ -58,6 +62,10 @@ class RxCounters:
     ids_desynced: int = 0  # references moved by corruption events
     prototypes_noised: int = 0  # prototypes hit by noise events
     errors: int = 0
+    seq_jumps_refused: int = 0  # frames far ahead of the stream, refused until confirmed
+    frames_skipped: int = 0  # frames before a late join (restarted Rx), beyond max_seq_jump
+    deltas: int = 0  # DELTA frames (link tools), by message or decoded from a CODED payload
+    coded_desynced: int = 0  # CODED frames concealed: an earlier frame of their segment was lost
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,7 @@ class _Pending:
     hit: Hit
     waiting_for: set[int]
     deadline: float
+    verify: bool = True  # False: no cue describes what the frame waits for (a DELTA's slot)
 
 
 @dataclass
@@ -88,6 +97,7 @@ class ReceiverCore:
     config: LinkConfig
     refresh_timeout: float = 1.0  # seconds a frame may wait for its refresh
     reorder_window: int = 64  # frames a sequence gap may stay open before it counts as lost
+    max_seq_jump: int = 4096  # frames one message may declare lost (bounds the work per message)
     counters: RxCounters = field(default_factory=RxCounters)
 
     def __post_init__(self) -> None:
@@ -103,6 +113,12 @@ class ReceiverCore:
         self._received: set[int] = set()
         self._floor = 0  # every seq below is settled (received or counted lost)
         self._highest = -1
+        self._suspect: int | None = None  # a frame refused for jumping ahead of the stream
+        # Entropy-coded links: CODED frames are decoded in sequence order within a segment.
+        self.coder = SymbolCoder(cfg) if cfg.entropy_coding else None
+        self._coded_held: dict[int, Coded] = {}  # arrived, waiting for earlier frames
+        self._coded_next = 0  # the next sequence number the decoder takes
+        self._coded_broken = -1  # a segment whose models lost sync (its frames are concealed)
 
     # -- entry points ----------------------------------------------------------------------------
 
@@ -115,6 +131,10 @@ class ReceiverCore:
                     self._on_hit(message, now, step)
                 case New():
                     self._on_new(message, step)
+                case Delta():
+                    self._on_delta(message, now, step)
+                case Coded():
+                    self._on_coded(message, now, step)
                 case Refresh():
                     self._on_refresh(message, step)
                 case Digest():
@@ -140,9 +160,18 @@ class ReceiverCore:
     def finish(self, last_seq: int, step: RxStep | None = None) -> RxStep:
         """End of stream: conceal what still waits, count never-seen frames up to last_seq lost."""
         step = step if step is not None else RxStep()
+        limit = max(self._highest, self._floor - 1) + self.max_seq_jump
+        if self.coder is not None:  # decode what waited for frames that will never come
+            self._declare_lost(min(last_seq, limit), step)
+            self._drain_coded(float("inf"), step)
         for seq in list(self._pending):
             self._settle_pending(seq, Outcome.CONCEALED, step)
-        self._declare_lost(last_seq, step)
+        self._declare_lost(min(last_seq, limit), step)
+        if last_seq > limit:
+            raise ProtocolError(
+                f"bye: last_seq {last_seq} is more than {self.max_seq_jump} frames ahead of the "
+                f"stream (frame {self._highest}); frames after {limit} are not counted"
+            )
         return step
 
     @property
@@ -190,6 +219,11 @@ class ReceiverCore:
         if hit.weights and len(hit.weights) != len(hit.refs):
             self._settle(hit.seq, hit.t, self.last_good, Outcome.CONCEALED, step)
             raise ProtocolError(f"hit {hit.seq}: {len(hit.refs)} refs, {len(hit.weights)} weights")
+        if not hit.weights and len(hit.refs) != 1 or hit.weights and not any(hit.weights):
+            self._settle(hit.seq, hit.t, self.last_good, Outcome.CONCEALED, step)
+            raise ProtocolError(
+                f"hit {hit.seq}: {len(hit.refs)} refs need weights (one ref without), not all zero"
+            )
         slots = tuple(int(self.id_map[r]) for r in hit.refs)
         missing = {r for r, s in zip(hit.refs, slots, strict=True) if not self.memory.filled[s]}
         if not missing:
@@ -252,11 +286,16 @@ class ReceiverCore:
         self.tx_digest = digest.digest
         if len(digest.slot_hashes) != 4 * digest.count or digest.count > self.config.capacity:
             raise ProtocolError(f"digest: {len(digest.slot_hashes)} hash bytes for {digest.count}")
+        memory = self.memory
+        if memory.count > digest.count:
+            # Writes the Tx never made (a NEW whose slot was changed on the way): forget them,
+            # or the two memories could never agree again.
+            memory.filled[digest.count :] = False
+            memory.count = digest.count
         if digest.digest == self.digest:
             return
         self.counters.digest_mismatches += 1
         theirs = np.frombuffer(digest.slot_hashes, dtype="<u4")
-        memory = self.memory
         ours = memory.slot_hashes(order=self.id_map)
         stale = [
             ref
@@ -264,7 +303,135 @@ class ReceiverCore:
             if ref >= len(ours) or ours[ref] != theirs[ref] or not memory.filled[self.id_map[ref]]
         ]
         for ref in stale[:MAX_REFRESHES_PER_DIGEST]:
-            self._request_refresh(ref, -1, "digest mismatch", step)
+            # Ask again even if a request is outstanding: it or its REFRESH may have been lost
+            # (or refused over the Tx's budget); the DIGEST period is the retry timer.
+            self._request_refresh(ref, -1, "digest mismatch", step, retry=True)
+
+    # -- link tools: DELTA and CODED frames (shared/rdo.py, shared/entropy.py) --------------------
+
+    def _on_delta(self, delta: Delta, now: float, step: RxStep) -> None:
+        if not self._admit(delta.seq, step):
+            return
+        self.counters.deltas += 1
+        cfg = self.config
+        try:
+            if not cfg.delta or delta.bits not in cfg.delta_bit_set:
+                raise ProtocolError(f"b′={delta.bits} is not one of delta_bits")
+            if delta.scale >= SCALE_LEVELS or not 0 <= delta.ref < cfg.capacity:
+                raise ProtocolError(f"scale {delta.scale} or reference {delta.ref} out of range")
+            if delta.slot >= cfg.capacity:
+                raise ProtocolError(f"slot {delta.slot} outside capacity {cfg.capacity}")
+            codes = unpack_codes(delta.residual, delta.bits, cfg.latent_dim)
+        except (ProtocolError, QuantizerError) as exc:
+            self._settle(delta.seq, delta.t, self.last_good, Outcome.CONCEALED, step)
+            raise ProtocolError(f"delta {delta.seq}: {exc}") from None
+        symbols = FrameSymbols(
+            "delta", delta.ref, delta.cue, delta.slot, delta.bits, delta.scale, codes
+        )
+        self._apply_symbols(delta.seq, delta.t, symbols, now, step)
+
+    def _on_coded(self, coded: Coded, now: float, step: RxStep) -> None:
+        if self.coder is None:
+            raise ProtocolError(f"coded {coded.seq}: this link is not entropy-coded")
+        if not self._admit(coded.seq, step):
+            return
+        self._coded_held[coded.seq] = coded
+        self._drain_coded(now, step)
+
+    def _drain_coded(self, now: float, step: RxStep) -> None:
+        """Decode held CODED frames in sequence order; a frame counted lost breaks its segment."""
+        coder = self.coder
+        while True:
+            seq = self._coded_next
+            coded = self._coded_held.pop(seq, None)
+            if coded is None:
+                if seq >= self._floor:
+                    return  # not here yet, and not given up on
+                self._coded_broken = coder.segment_of(seq)  # lost: its model updates are gone
+                self._coded_next += 1
+                continue
+            self._coded_next += 1
+            coder.begin(seq)
+            if coder.segment.number == self._coded_broken:
+                self.counters.coded_desynced += 1
+                self._settle(seq, coded.t, self.last_good, Outcome.CONCEALED, step)
+                continue
+            try:
+                symbols = coder.decode(coded.payload)
+            except EntropyError as exc:
+                self._coded_broken = coder.segment.number
+                self._settle(seq, coded.t, self.last_good, Outcome.CONCEALED, step)
+                self.counters.errors += 1
+                step.replies.append(Error(code="bad_message", reason=f"coded {seq}: {exc}"))
+                continue
+            self.counters.hits += symbols.kind == "hit"
+            self.counters.deltas += symbols.kind == "delta"
+            self.counters.news += symbols.kind == "new"
+            self._apply_symbols(seq, coded.t, symbols, now, step)
+
+    def _apply_symbols(self, seq: int, t: float, symbols: FrameSymbols, now: float, step) -> None:
+        """Show (and store) a frame given as symbols: a verified reference, or a DELTA/NEW."""
+        cfg = self.config
+        if symbols.kind == "new":
+            if symbols.slot < 0:
+                latent = dequantize(symbols.codes, cfg.bits_per_value)
+            else:
+                latent = self._write(symbols.slot, symbols.codes, step)
+            self._settle(seq, t, latent, Outcome.DECODED, step)
+            return
+        slot, outcome = self._resolve_reference(symbols.ref, symbols.cue)
+        if slot is None:
+            # The reference (a DELTA's base) is missing or failed its cue and lookup: the frame
+            # waits for a refresh of what it shows — the reference, or the slot the DELTA writes.
+            wanted = symbols.ref if symbols.kind == "hit" else symbols.slot
+            if wanted < 0:
+                self._settle(seq, t, self.last_good, Outcome.CONCEALED, step)
+                return
+            verify = symbols.kind == "hit" and symbols.cue is not None
+            waiting = Hit(seq=seq, t=t, refs=(wanted,), cue=symbols.cue if verify else 0)
+            deadline = now + self.refresh_timeout
+            self._pending[seq] = _Pending(waiting, {wanted}, deadline, verify)
+            self._request_refresh(wanted, seq, "reference failed its cue and lookup", step)
+            step.frames.append(RxFrame(seq, t, self.last_good, None))
+            return
+        if symbols.kind == "hit":
+            self._settle(seq, t, self.memory.prototypes[slot], outcome, step)
+            return
+        stored, latent = reconstruct_delta(
+            self.memory.prototypes[slot],
+            symbols.scale,
+            symbols.codes,
+            symbols.delta_bits,
+            cfg.bits_per_value,
+        )
+        if symbols.slot >= 0:
+            latent = self._write(symbols.slot, stored, step)
+        self._settle(seq, t, latent, outcome, step)
+
+    def _resolve_reference(self, ref: int, cue: int | None) -> tuple[int | None, Outcome]:
+        """The slot holding reference ``ref``, verified by ``cue`` (None: not sent, trusted), or
+        found by content-addressable lookup on the cue; (None, CONCEALED) if neither works."""
+        cfg = self.config
+        if not 0 <= ref < cfg.capacity:
+            return None, Outcome.CONCEALED
+        slot = int(self.id_map[ref])
+        verify = cue is not None and cfg.cue_bits > 0
+        if self.memory.filled[slot]:
+            if not verify or hamming(self.slot_cues[slot], cue) <= cfg.cue_tolerance:
+                return slot, Outcome.DECODED
+            self.counters.cue_failures += 1
+        else:
+            self.counters.missing_refs += 1
+        if not verify:
+            return None, Outcome.CONCEALED
+        found = lookup(self.slot_cues[self.memory.filled], cue, cfg.cue_tolerance)
+        if found is None:
+            self.counters.lookups_failed += 1
+            return None, Outcome.CONCEALED
+        self.counters.lookups_ok += 1
+        slot = int(np.flatnonzero(self.memory.filled)[found])
+        self.id_map[ref] = slot
+        return slot, Outcome.RECOVERED_LOOKUP
 
     # -- helpers -----------------------------------------------------------------------------------
 
@@ -282,13 +449,15 @@ class ReceiverCore:
                 self._settle_pending(seq, Outcome.RECOVERED_REFRESH, step)
         return prototype
 
-    def _request_refresh(self, ref: int, seq: int, reason: str, step: RxStep) -> None:
+    def _request_refresh(
+        self, ref: int, seq: int, reason: str, step: RxStep, retry: bool = False
+    ) -> None:
         waiting = self._awaiting.get(ref)
         already_asked = waiting is not None
         self._awaiting.setdefault(ref, set())
         if seq >= 0:
             self._awaiting[ref].add(seq)
-        if already_asked:
+        if already_asked and not retry:
             return  # one outstanding request per reference: no flood towards the Tx
         self.counters.refresh_requests += 1
         step.replies.append(RefreshRequest(ref=ref, seq=seq, reason=reason))
@@ -296,13 +465,27 @@ class ReceiverCore:
     def _settle_pending(self, seq: int, outcome: Outcome, step: RxStep) -> None:
         pending = self._pending.pop(seq)
         for ref in pending.hit.refs:
-            self._awaiting.get(ref, set()).discard(seq)
+            waiting = self._awaiting.get(ref)
+            if waiting is not None:
+                waiting.discard(seq)
+                if not waiting and outcome is Outcome.CONCEALED:
+                    del self._awaiting[ref]  # timed out: the next hit on it asks again
         hit = pending.hit
+        latent = self.last_good
         if outcome is Outcome.RECOVERED_REFRESH:
             slots = tuple(int(self.id_map[r]) for r in hit.refs)
-            latent = self.memory.reconstruct(slots, hit.weights)
-        else:
-            latent = self.last_good
+            repaired = self.memory.reconstruct(slots, hit.weights)
+            own_cue = self.slot_cues[slots[0]] if not hit.weights else self.hasher.cue(repaired)
+            cfg = self.config
+            if (
+                not pending.verify
+                or cfg.cue_bits == 0
+                or hamming(own_cue, hit.cue) <= cfg.cue_tolerance
+            ):
+                latent = repaired
+            else:  # the repaired reference still fails its cue: the reference itself was wrong
+                self.counters.cue_failures += 1
+                outcome = Outcome.CONCEALED
         self._settle(seq, hit.t, latent, outcome, step)
 
     def _settle(
@@ -314,10 +497,37 @@ class ReceiverCore:
         step.frames.append(RxFrame(seq, t, latent, outcome))
 
     def _admit(self, seq: int, step: RxStep) -> bool:
-        """Record a frame's arrival; False for duplicates and frames already counted lost."""
+        """Record a frame's arrival; False for duplicates and frames already counted lost.
+
+        A frame far ahead of the stream (a sequence number corrupted on the way, or bad data
+        from the peer) must not count hundreds of frames lost, nor make the frames that follow
+        look like duplicates: beyond the reorder window it is refused (a ProtocolError) unless
+        the next frame confirms the jump. A confirmed jump past ``max_seq_jump`` (a restarted
+        Rx joining a long stream) skips the older frames, counted in ``frames_skipped``.
+        """
         if seq < self._floor or seq in self._received:
             self.counters.duplicates += 1
             return False
+        ahead = seq - max(self._highest, self._floor - 1)
+        if ahead > self.reorder_window:
+            suspect, self._suspect = self._suspect, seq
+            if suspect is None or not 0 < seq - suspect <= self.reorder_window:
+                self.counters.seq_jumps_refused += 1
+                raise ProtocolError(
+                    f"frame {seq} is {ahead} frames ahead of the stream; refused unless the "
+                    "next frame confirms the jump"
+                )
+            if ahead > self.max_seq_jump:
+                skip_to = seq - self.max_seq_jump
+                arrived = {s for s in self._received if s < skip_to}  # settled already
+                self.counters.frames_skipped += skip_to - self._floor - len(arrived)
+                self._received -= arrived
+                self._floor = skip_to
+                if self.coder is not None and self._coded_next < skip_to:
+                    self._coded_held = {s: c for s, c in self._coded_held.items() if s >= skip_to}
+                    self._coded_next = skip_to
+                    self._coded_broken = self.coder.segment_of(skip_to)  # its models are gone
+        self._suspect = None
         self._received.add(seq)
         self._highest = max(self._highest, seq)
         self._declare_lost(self._highest - self.reorder_window, step)

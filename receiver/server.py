@@ -13,20 +13,23 @@ after BYE starts a fresh session (new core, new accounting).
 Final frames are decoded to pixels by the codec in a worker thread (so the link keeps moving) and,
 with ``--reference``, compared with the ground truth regenerated locally from the same scenario
 and seed (out of band: never link bits) for PSNR/SSIM. All figures come from
-:mod:`shared.accounting` and the core's counters.
+:mod:`shared.accounting` and the core's counters. ``GET /thumbnails/latest`` serves the last
+measured frame and its ground truth as small PNGs for the dashboard (out of band too).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import io
 import logging
 import time
 from collections import deque
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from fastapi import APIRouter, WebSocket
+from fastapi import APIRouter, Request, WebSocket
 from pydantic import BaseModel
 
 from receiver.core import ReceiverCore, RxStep
@@ -42,6 +45,7 @@ from shared.accounting import (
 from shared.codec import Codec, load_codec
 from shared.config import ConfigError, LinkConfig
 from shared.protocol import (
+    FRAME_MESSAGES,
     Bye,
     Digest,
     Error,
@@ -56,6 +60,7 @@ from shared.protocol import (
     encode,
 )
 from shared.scenarios import iter_frames
+from shared.security import AuthError, NonceMemory, sign_hello, verify_hello
 from shared.service import (
     CloseCode,
     HandshakeError,
@@ -116,7 +121,9 @@ class RxSession:
         self.ended = False  # BYE received
         self.arrived: dict[int, FrameRecord] = {}  # frames seen but not settled yet
         self.settled: deque[FrameRecord] = deque(maxlen=SUMMARY_WINDOW)
-        self.timeline: deque[FrameRecord] = deque(maxlen=TIMELINE_FRAMES)
+        # (record, bits of the REFRESHes that arrived since the previous settled frame)
+        self.timeline: deque[tuple[FrameRecord, int]] = deque(maxlen=TIMELINE_FRAMES)
+        self._refresh_bits_due = 0
         self.provisional = 0  # concealing frames shown while a refresh was awaited
         self.admitted = 0  # distinct frames that arrived (duplicates excluded)
         self.held_bye: tuple[Bye, float] | None = None  # a BYE waiting for frames it overtook
@@ -130,16 +137,18 @@ class RxSession:
 
     def on_message(self, message: Message, payload_bytes: int, now: float) -> RxStep:
         """Feed one decoded message; returns the core's step (frames settle via ``settled``)."""
+        hits_before = self.core.counters.hits
         step = self.core.on_message(message, now)
         seq = getattr(message, "seq", None)
-        if isinstance(message, Hit | New) and any(f.seq == seq for f in step.frames):
+        if isinstance(message, FRAME_MESSAGES) and any(f.seq == seq for f in step.frames):
             # A frame the core admitted (duplicates produce no frame): remember what it cost.
+            # An entropy-coded frame's kind is only known once the core decoded it.
             bits = semantic_bits(message, self.config)
             self.admitted += 1
             self.traffic.semantic_bits_in += bits
             self.arrived[seq] = FrameRecord(
                 seq=seq,
-                hit=isinstance(message, Hit),
+                hit=isinstance(message, Hit) or self.core.counters.hits > hits_before,
                 bits=bits,
                 wire_bytes=payload_bytes,
                 outcome=Outcome.LOST,  # until settled
@@ -151,6 +160,7 @@ class RxSession:
                 bits = semantic_bits(message, self.config)
                 self.traffic.refreshes += 1
                 self.traffic.refresh_bits += bits
+                self._refresh_bits_due += bits
                 self.traffic.semantic_bits_in += bits
             case Digest():
                 self.news_since_digest = 0
@@ -194,7 +204,8 @@ class RxSession:
                 )
             record.outcome = frame.outcome
             self.settled.append(record)
-            self.timeline.append(record)
+            self.timeline.append((record, self._refresh_bits_due))
+            self._refresh_bits_due = 0
             if frame.latent is not None:
                 # Copy: the latent may be a view of a memory slot that is rewritten later.
                 shown.append((record, np.array(frame.latent, dtype=np.float32)))
@@ -288,8 +299,20 @@ class TimelineEntry(BaseModel):
     seq: int
     kind: str | None  # "HIT" | "NEW" | None (lost)
     bits: int
+    refresh_bits: int  # REFRESHes that arrived since the previous settled frame (eq. 3)
     outcome: str
     psnr: float | None
+
+
+class Thumbnails(BaseModel):
+    """The last measured frame, for the dashboard: PNG data URLs (out of band, not link bits)."""
+
+    seq: int | None  # None: no frame decoded yet
+    session: int
+    original: str | None  # ground truth (None without --reference)
+    reconstruction: str | None  # what the Rx shows
+    psnr: float | None
+    ssim: float | None
 
 
 class RxStats(BaseModel):
@@ -349,6 +372,11 @@ class RxService:
         self._quality_busy = 0
         self._tasks: list[asyncio.Task] = []
         self._warned = 0
+        self._nonces = NonceMemory()  # HELLO nonces seen: a replayed HELLO is refused
+        self._stream_id = ""  # the stream id of the current session's Tx (Hello.stream)
+        # (session, record, truth, shown) of the last measured frame, and its thumbnails
+        self._latest: tuple[int, FrameRecord, np.ndarray | None, np.ndarray] | None = None
+        self._thumbnails: tuple[tuple[int, int], Thumbnails] | None = None
 
     # -- lifespan ---------------------------------------------------------------------------------
 
@@ -399,6 +427,12 @@ class RxService:
                 raise HandshakeError(
                     CloseCode.PROTOCOL_ERROR, f"first message must be hello, got {hello.TYPE}"
                 )
+            try:  # the MAC first: a stranger learns nothing, not even our digests
+                verify_hello(hello, self.settings.secret)
+                if self.settings.secret is not None:
+                    self._nonces.check_and_remember(hello.nonce)
+            except AuthError as exc:
+                raise HandshakeError(CloseCode.AUTH_FAILED, str(exc)) from None
             check_hello(hello, "tx", self.config_digest, self.codec.digest)
         except TimeoutError:
             await self._refuse(ws, HandshakeError(CloseCode.PROTOCOL_ERROR, "no hello in time"))
@@ -407,14 +441,16 @@ class RxService:
             await self._refuse(ws, exc)
             return False
         await self._release_bye(time.monotonic(), force=True)
-        if self.session.ended or self.sessions == 0:
+        if self.session.ended or self.sessions == 0 or hello.stream != self._stream_id:
+            # A new stream (after BYE, or from a restarted Tx: another stream id) starts a new
+            # session; the same stream reconnecting resumes its session.
             self.sessions += 1
             self.session = RxSession(self.config, self.sessions, self.settings.refresh_timeout)
+            self._stream_id = hello.stream
         self.session.traffic.messages_in += 1
         self._count_in(len(data))
-        await self._send(
-            Hello(role="rx", config_digest=self.config_digest, model_digest=self.codec.digest)
-        )
+        reply = Hello(role="rx", config_digest=self.config_digest, model_digest=self.codec.digest)
+        await self._send(sign_hello(reply, self.settings.secret, peer_nonce=hello.nonce))
         self.links_accepted += 1
         self.state = LinkState.STREAMING
         log.info("link open (session %d)", self.session.number)
@@ -541,16 +577,44 @@ class RxService:
             shown = self.decoder(latent)
             self._decoded += 1
             truth = self.reference.get(record.seq) if self.reference is not None else None
-            if truth is None:
-                continue
-            record.psnr = psnr(truth, shown)
-            record.ssim = ssim(truth, shown)
-            session.last_quality = record
+            if truth is not None:
+                record.psnr = psnr(truth, shown)
+                record.ssim = ssim(truth, shown)
+                session.last_quality = record
+            self._latest = (session.number, record, truth, shown)
 
     # -- stats ------------------------------------------------------------------------------------
 
     def health(self) -> Health:
         return Health(service=self.name, link=self.state)
+
+    def thumbnails(self) -> Thumbnails:
+        """The last measured frame and its ground truth as PNG data URLs (encoded once)."""
+        latest = self._latest
+        if latest is None:
+            return Thumbnails(
+                seq=None,
+                session=self.session.number,
+                original=None,
+                reconstruction=None,
+                psnr=None,
+                ssim=None,
+            )
+        number, record, truth, shown = latest
+        key = (number, record.seq)
+        if self._thumbnails is None or self._thumbnails[0] != key:
+            self._thumbnails = (
+                key,
+                Thumbnails(
+                    seq=record.seq,
+                    session=number,
+                    original=None if truth is None else _png_data_url(truth),
+                    reconstruction=_png_data_url(shown),
+                    psnr=finite(record.psnr),
+                    ssim=finite(record.ssim),
+                ),
+            )
+        return self._thumbnails[1]
 
     def snapshot(self) -> RxStats:
         s = self.session
@@ -617,17 +681,33 @@ class RxService:
                     seq=r.seq,
                     kind=None if r.bits == 0 else ("HIT" if r.hit else "NEW"),
                     bits=r.bits,
+                    refresh_bits=refresh_bits,
                     outcome=r.outcome.value,
                     psnr=finite(r.psnr),
                 )
-                for r in s.timeline
+                for r, refresh_bits in s.timeline
             ],
         )
+
+
+def _png_data_url(frame: np.ndarray) -> str:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(frame, dtype=np.uint8)).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 # --- app and entry point -------------------------------------------------------------------------
 
 router = APIRouter(tags=["link"])
+
+
+@router.get("/thumbnails/latest", response_model=Thumbnails, tags=["dashboard"])
+async def thumbnails(request: Request) -> Thumbnails:
+    """The last measured frame beside its ground truth, as PNG data URLs (a few KB): the
+    dashboard polls it a few times a second. Out of band: never counted as link bits."""
+    return get_service(request).thumbnails()
 
 
 @router.websocket("/link")
@@ -651,4 +731,13 @@ def run(config: LinkConfig, settings: RxSettings) -> int:
     return serve(build_app(config, settings), settings)
 
 
-__all__ = ["RxService", "RxSession", "RxStats", "ReferenceFrames", "Traffic", "build_app", "run"]
+__all__ = [
+    "RxService",
+    "RxSession",
+    "RxStats",
+    "ReferenceFrames",
+    "Thumbnails",
+    "Traffic",
+    "build_app",
+    "run",
+]

@@ -13,7 +13,7 @@ import numpy as np
 from skimage.metrics import structural_similarity
 
 from shared.config import LinkConfig
-from shared.protocol import Hit, Message, New, Refresh, RefreshRequest
+from shared.protocol import Coded, Delta, Hit, Message, New, Refresh, RefreshRequest
 
 PSNR_CAP_DB = 99.0  # identical frames: report a finite ceiling so means stay meaningful
 
@@ -40,7 +40,28 @@ def semantic_bits(message: Message, config: LinkConfig) -> int:
         return config.index_bits + latent_bits
     if isinstance(message, RefreshRequest):
         return config.index_bits
+    if isinstance(message, Delta):
+        return delta_bits(config, message.bits)
+    if isinstance(message, Coded):
+        return 8 * len(message.payload)  # entropy-coded: the bits actually sent
     return 0  # control messages (HELLO, DIGEST, BYE) are link overhead, counted on the wire
+
+
+DELTA_SCALE_BITS = 7  # log2 of shared.entropy.SCALE_LEVELS (128 residual scale codes)
+
+
+def delta_bits(config: LinkConfig, bits: int) -> int:
+    """Fixed-length bits of a DELTA (eq. 3 extended): base reference + cue + b′ choice + scale +
+    d·b′ residual; like a NEW, its slot is the shared policy's and is not counted."""
+    choices = len(config.delta_bit_set) if config.delta else 1
+    choice_bits = math.ceil(math.log2(choices)) if choices > 1 else 0
+    return (
+        config.index_bits
+        + config.cue_bits
+        + choice_bits
+        + DELTA_SCALE_BITS
+        + config.latent_dim * bits
+    )
 
 
 def psnr(reference: np.ndarray, test: np.ndarray) -> float:

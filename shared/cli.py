@@ -195,6 +195,45 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- sweep / report: experiments at scale ---------------------------------------------------------
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from shared.sweep import SweepError, sweep_command
+
+    try:
+        return sweep_command(args, config_from_args(args))
+    except SweepError as exc:
+        raise UserError(str(exc)) from None
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from shared.report import write_report
+
+    try:
+        md, page = write_report(args.runs, args.out)
+    except FileNotFoundError as exc:
+        raise UserError(str(exc)) from None
+    print(f"wrote {md} and {page}")
+    return 0
+
+
+def _add_experiment_commands(sub: argparse._SubParsersAction) -> None:
+    from shared.sweep import add_sweep_arguments
+
+    sweep = sub.add_parser(
+        "sweep", help="parallel, resumable parameter sweep -> tidy CSV + the paper's figures"
+    )
+    add_sweep_arguments(sweep)
+    add_config_arguments(sweep)
+    sweep.set_defaults(func=cmd_sweep)
+
+    report = sub.add_parser("report", help="render a sweep folder as a Markdown + HTML report")
+    report.add_argument("--runs", required=True, help="the sweep's --out folder")
+    report.add_argument("--out", default=None, help="report folder (default: the --runs folder)")
+    report.set_defaults(func=cmd_report)
+
+
 # --- rx / tx / channel / demo: the networked link ----------------------------------------------
 
 
@@ -279,6 +318,16 @@ def cmd_train_adaptive(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from benchmarks.run import SECTIONS, main
+
+    sections = tuple(args.only.split(",")) if args.only else SECTIONS
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        raise UserError(f"unknown bench sections {sorted(unknown)}; known: {', '.join(SECTIONS)}")
+    return main(args.quick, args.json, args.out, sections)
+
+
 # --- parser ---------------------------------------------------------------------------------------
 
 
@@ -340,9 +389,25 @@ def build_parser() -> argparse.ArgumentParser:
     adaptive.add_argument("--out", default=None, help="output folder (default: the package's)")
     adaptive.set_defaults(func=cmd_train_adaptive)
 
+    bench = sub.add_parser("bench", help="throughput, latency and scale beside their floors")
+    bench.add_argument("--quick", action="store_true", help="a reduced run (seconds)")
+    bench.add_argument("--only", default=None, help="comma-separated sections to run")
+    bench.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    bench.add_argument("--out", default=None, help="also write the JSON to this file")
+    bench.set_defaults(func=cmd_bench)
+
     scen = sub.add_parser("scenarios", help="list the bundled scenarios and protocols")
     scen.set_defaults(func=cmd_scenarios)
+    faults = sub.add_parser("faults", help="run the fault matrix, every promise checked")
+    faults.add_argument("--full", action="store_true", help="full matrix (HOPLINK_FULL_FAULTS=1)")
+    faults.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    faults.add_argument("--no-network", action="store_true", help="skip the real-process cells")
+    faults.set_defaults(func=lambda a: __import__("shared.faults").faults.main(a))  # lazy import
+    from shared.rd import add_rd_command  # `hoplink rd`: RD curves and BD-rate (shared/rd.py)
+
+    add_rd_command(sub, add_config_arguments)
     _add_network_commands(sub)
+    _add_experiment_commands(sub)
     return parser
 
 

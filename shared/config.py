@@ -13,12 +13,15 @@ import json
 import math
 from typing import Any, Literal, get_args, get_origin
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MemoryKind = Literal["hopfield", "vq", "adaptive"]
 TransmissionMode = Literal["index", "soft"]
 EvictionPolicy = Literal["fifo", "lru", "freeze"]
+DecisionRule = Literal["paper", "rdo"]
+CodedCuePolicy = Literal["on_change", "every_reference"]
+MAX_DELTA_CHOICES = 4
 
 
 class ConfigError(ValueError):
@@ -59,6 +62,40 @@ class LinkConfig(BaseSettings):
         "fifo", description="at capacity: fifo/lru overwrite a slot, freeze stops adding"
     )
     seed: int = Field(0, ge=0, description="seed of the cue hyperplanes and of impairments")
+    # Beyond the paper (shared/rdo.py, shared/entropy.py): all off by default = paper-faithful.
+    decision: DecisionRule = Field(
+        "paper",
+        description="frame decision: paper (hit iff similarity ≥ τ) or rdo (min D + λ·R)",
+    )
+    rdo_lambda: float = Field(
+        1e-4, ge=0.0, le=1e3, description="λ of the rdo decision, distortion (1 − cos) per bit"
+    )
+    delta: bool = Field(
+        False, description="on a miss, also offer the residual to the recalled prototype (DELTA)"
+    )
+    delta_bits: str = Field(
+        "2,3,4", description="bits per dimension b′ a DELTA residual may use (comma-separated)"
+    )
+    entropy_coding: bool = Field(
+        False, description="send each frame's symbols range-coded with adaptive models (CODED)"
+    )
+    entropy_reset: int = Field(
+        30, ge=1, le=1 << 16, description="entropy models reset every this many frames (by seq)"
+    )
+    coded_cue: CodedCuePolicy = Field(
+        "on_change",
+        description="entropy-coded links: send a reference's cue on_change (when it is not the "
+        "previous frame's) or with every_reference",
+    )
+
+    @field_validator("delta_bits")
+    @classmethod
+    def _canonical_delta_bits(cls, value: str) -> str:
+        """Canonical form ("4, 2,3" → "2,3,4"): equal sets give equal digests."""
+        try:
+            return ",".join(str(w) for w in sorted({int(p) for p in value.split(",") if p.strip()}))
+        except ValueError:
+            raise ValueError(f"must be comma-separated integers, got {value!r}") from None
 
     @model_validator(mode="after")
     def _consistent(self) -> LinkConfig:
@@ -70,7 +107,29 @@ class LinkConfig(BaseSettings):
             raise ValueError("memory=vq has no soft recall: use transmission=index")
         if self.transmission == "soft" and self.top_k > self.capacity:
             raise ValueError(f"top_k ({self.top_k}) must not exceed capacity ({self.capacity})")
+        if self.uses_link_tools and self.transmission != "index":
+            raise ValueError("decision=rdo, delta and entropy_coding send one reference: use index")
+        if self.delta:
+            self.delta_bit_set  # noqa: B018 (validates the widths against b)
         return self
+
+    @property
+    def uses_link_tools(self) -> bool:
+        """True when any tool beyond the paper is on (rdo decision, DELTA, entropy coding)."""
+        return self.decision != "paper" or self.delta or self.entropy_coding
+
+    @property
+    def delta_bit_set(self) -> tuple[int, ...]:
+        """The sorted residual widths b′ of ``delta_bits``; each in [2, b − 1]."""
+        widths = [int(part) for part in self.delta_bits.split(",") if part]
+        if not 1 <= len(widths) <= MAX_DELTA_CHOICES:
+            raise ValueError(f"delta_bits needs 1 to {MAX_DELTA_CHOICES} widths, got {widths}")
+        if not all(1 < w < self.bits_per_value for w in widths):
+            raise ValueError(
+                f"delta_bits {widths}: each b′ must lie in [2, bits_per_value − 1 = "
+                f"{self.bits_per_value - 1}]"
+            )
+        return tuple(widths)
 
     @property
     def index_bits(self) -> int:

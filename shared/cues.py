@@ -68,3 +68,27 @@ def false_accept_probability(bits: int, tolerance: int) -> float:
     from math import comb
 
     return sum(comb(bits, i) for i in range(tolerance + 1)) / 2.0**bits
+
+
+def accept_probability(bits: int, tolerance: int, angle: float, flipped: int = 0) -> float:
+    """Chance that a prototype at ``angle`` (radians) from the true latent passes verification.
+
+    Each of the K hyperplanes separates two latents at angle θ with probability θ/π (SimHash), so
+    the cue distance is binomial; ``flipped`` cue bits already inverted on the way (bit errors)
+    differ unless the hyperplane separates the two. At θ = π/2 with nothing flipped this is
+    :func:`false_accept_probability`. Returns P(distance ≤ tolerance).
+    """
+    from math import comb, pi
+
+    q = min(max(angle / pi, 0.0), 1.0)
+    flipped = min(max(flipped, 0), bits)
+    clean = bits - flipped
+
+    def pmf(n: int, p: float, k: int) -> float:
+        return comb(n, k) * p**k * (1.0 - p) ** (n - k)
+
+    total = 0.0
+    for y in range(min(tolerance, flipped) + 1):  # flipped bits that still differ
+        below = sum(pmf(clean, q, x) for x in range(min(tolerance - y, clean) + 1))
+        total += pmf(flipped, 1.0 - q, y) * below
+    return min(total, 1.0)

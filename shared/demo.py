@@ -1,10 +1,12 @@
 """``hoplink demo``: the three processes on loopback, a clip through a mildly impaired link.
 
 Starts rx, channel and tx as separate processes (``python -m receiver`` …) on free loopback ports,
-each only once the previous one answers ``/healthz``; prints the live URLs; waits for the Tx to
-finish; reads the final stats of all three and prints a compact summary. The children are
-terminated on the way out, Ctrl-C included. Their logs go to temporary files and are shown only
-when a child fails.
+each only once the previous one answers ``/healthz``; prints the live URLs, the dashboard's first
+(the channel serves it, see :mod:`shared.dashboard`); waits for the Tx to finish; reads the final
+stats of all three and prints a compact summary. ``--linger SECONDS`` keeps the three running that
+long after the clip so the dashboard stays live; ``--loop`` streams the clip over and over until
+Ctrl-C, then prints the summary. The children are terminated on the way out, Ctrl-C included.
+Their logs go to temporary files and are shown only when a child fails.
 
 Also the launcher the end-to-end tests use (:class:`Processes`).
 """
@@ -199,6 +201,19 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-impairments", action="store_true", help="a perfect channel")
     parser.add_argument("--json", action="store_true", help="print the final stats as JSON")
     parser.add_argument("--timeout", type=float, default=120.0, help="give up after (seconds)")
+    parser.add_argument(
+        "--linger",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="keep the processes (and the dashboard) live this long after the clip (Ctrl-C ends)",
+    )
+    parser.add_argument(
+        "--loop",
+        action="store_true",
+        help="stream the clip over and over until Ctrl-C (then print the summary); "
+        "--timeout does not apply",
+    )
 
 
 def _config_flags(args: argparse.Namespace) -> list[str]:
@@ -214,6 +229,22 @@ def _config_flags(args: argparse.Namespace) -> list[str]:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    """Run the demo; SIGTERM is taken as Ctrl-C, so the children never outlive it."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        return _run_demo(args)
+    try:
+        return _run_demo(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
     started = time.monotonic()
     config = _config_flags(args)
     impairments = [] if args.no_impairments else (args.impair or list(DEMO_IMPAIRMENTS))
@@ -223,6 +254,7 @@ def run_demo(args: argparse.Namespace) -> int:
         Processes(Path(logs)) as procs,
     ):
         rx_port, ch_port, tx_port = free_port(), free_port(), free_port()
+        tx_api = f"http://127.0.0.1:{tx_port}"
         rx = procs.start(
             "rx",
             ["receiver", "--port", str(rx_port), "--reference", args.scenario, *clip, *config],
@@ -236,6 +268,10 @@ def run_demo(args: argparse.Namespace) -> int:
                 str(ch_port),
                 "--rx-url",
                 rx.ws_url,
+                "--rx-api",
+                rx.url,
+                "--tx-api",
+                tx_api,
                 *(f"--impair={i}" for i in impairments),
                 *config,
             ],
@@ -255,6 +291,7 @@ def run_demo(args: argparse.Namespace) -> int:
                 "--fps",
                 str(args.fps),
                 "--linger",
+                *(["--loop"] if args.loop else []),
                 *config,
             ],
             port=tx_port,
@@ -262,14 +299,21 @@ def run_demo(args: argparse.Namespace) -> int:
         if not args.json:
             print(
                 f"hoplink demo: {args.scenario}, {args.frames} frames at "
-                f"{args.fps or 'max'} fps; channel: {', '.join(impairments) or 'perfect'}"
+                f"{args.fps or 'max'} fps{' in a loop' if args.loop else ''}; "
+                f"channel: {', '.join(impairments) or 'perfect'}"
             )
+            print(f"  dashboard {dashboard_url(channel)}")
             for child in (rx, channel, tx):
                 print(
                     f"  {child.name:8s} {child.url}/stats  {child.url}/stats/stream  "
                     f"{child.url}/metrics"
                 )
             sys.stdout.flush()
+        if args.loop:
+            rx_stats, channel_stats, tx_stats = _until_interrupted(rx, channel, tx, args.json)
+            wall = time.monotonic() - started
+            _report(args, rx_stats, channel_stats, tx_stats, wall)
+            return 0
         deadline = started + args.timeout
 
         def tx_done() -> dict | None:
@@ -291,16 +335,49 @@ def run_demo(args: argparse.Namespace) -> int:
         channel_stats = channel.stats()
         tx_stats = tx.stats()
         wall = time.monotonic() - started
-    if args.json:
-        print(
-            json.dumps(
-                {"rx": rx_stats, "channel": channel_stats, "tx": tx_stats, "wall_s": wall}, indent=2
-            )
-        )
-    else:
-        print(summary_table(rx_stats, channel_stats, tx_stats))
-        print(f"wall time {wall:.1f} s")
+        _report(args, rx_stats, channel_stats, tx_stats, wall)
+        if args.linger > 0:
+            _linger(args.linger, dashboard_url(channel), args.json)
     return 0
+
+
+def dashboard_url(channel: Child) -> str:
+    """The live dashboard's address (served by the channel)."""
+    return f"{channel.url}/dashboard/"
+
+
+def _report(args: argparse.Namespace, rx: dict, channel: dict, tx: dict, wall: float) -> None:
+    if args.json:
+        print(json.dumps({"rx": rx, "channel": channel, "tx": tx, "wall_s": wall}, indent=2))
+    else:
+        print(summary_table(rx, channel, tx))
+        print(f"wall time {wall:.1f} s")
+    sys.stdout.flush()
+
+
+def _until_interrupted(rx: Child, channel: Child, tx: Child, quiet: bool) -> tuple[dict, ...]:
+    """Stream until Ctrl-C (or until a child dies); the three processes' last stats."""
+    if not quiet:
+        print("  streaming in a loop: Ctrl-C stops and prints the summary", flush=True)
+    try:
+        while True:
+            for child in (rx, channel, tx):
+                if child.process.poll() is not None:
+                    raise DemoError(
+                        f"{child.name} exited with status {child.process.returncode}:\n"
+                        + child.log_tail()
+                    )
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    return rx.stats(), channel.stats(), tx.stats()
+
+
+def _linger(seconds: float, url: str, quiet: bool) -> None:
+    if not quiet:
+        print(f"the dashboard stays live for {seconds:g} s at {url} (Ctrl-C ends)", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        time.sleep(seconds)
 
 
 def summary_table(rx: dict, channel: dict, tx: dict) -> str:
@@ -353,6 +430,7 @@ __all__ = [
     "DemoError",
     "Processes",
     "add_demo_arguments",
+    "dashboard_url",
     "free_port",
     "get_json",
     "run_demo",

@@ -190,3 +190,45 @@ def paper_table(
     protocol_reductions = [reductions[g] for g in PROTOCOLS if g in reductions]
     average = float(np.mean(protocol_reductions)) if protocol_reductions else float("nan")
     return PaperTable(rows, reductions, average)
+
+
+def bisect_into_window(
+    clips: list[Clip],
+    config: LinkConfig,
+    reference_psnr: float,
+    decoder: DecodeCache,
+    tolerance: float = MATCH_TOLERANCE_DB,
+    lo: float = 0.5,
+    hi: float = 1.0,
+    max_steps: int = 20,
+    on_step: Callable[[], None] | None = None,
+) -> tuple[GroupResult, list[GroupResult]]:
+    """The paper's ONE-SIDED protocol — a labelled alternative, not hoplink's comparison rule.
+
+    The other method's τ is fixed (its pooled PSNR is ``reference_psnr``); this method's τ is
+    bisected on [lo, hi] until its pooled PSNR lies within ``tolerance`` dB of it, and the first τ
+    inside that window is kept, wherever in the window it lands. The bisected method may thus
+    spend up to ``tolerance`` dB of quality on rate, which the fixed one may not (DESIGN.md,
+    "Comparing methods at matched quality"). If no evaluated τ falls in the window, the one
+    closest in PSNR is returned. Returns it (with SSIM) and every evaluated point.
+    """
+    evaluated: dict[float, GroupResult] = {}
+    chosen: GroupResult | None = None
+    for _ in range(max_steps):
+        mid = round((lo + hi) / 2, 9)
+        if mid not in evaluated:
+            evaluated[mid] = run_group(clips, config.replace(threshold=mid), decoder, False)
+            if on_step:
+                on_step()
+        delta = evaluated[mid].summary.psnr - reference_psnr
+        if abs(delta) <= tolerance:
+            chosen = evaluated[mid]
+            break
+        if delta < 0:
+            lo = mid
+        else:
+            hi = mid
+    if chosen is None:
+        chosen = min(evaluated.values(), key=lambda g: abs(g.summary.psnr - reference_psnr))
+    final = run_group(clips, chosen.config, decoder, with_ssim=True)
+    return final, sorted(evaluated.values(), key=lambda g: g.threshold)

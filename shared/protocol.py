@@ -38,6 +38,8 @@ class Hello(Message):
     model_digest: str
     version: int = PROTOCOL_VERSION
     auth: bytes = b""  # HMAC over the digests when the link has a shared secret
+    nonce: bytes = b""  # fresh per HELLO when authenticated (shared/security.py)
+    stream: str = ""  # the Tx's stream id (one per Tx process): another id starts a new session
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,33 @@ class New(Message):
     t: float
     slot: int
     latent: bytes
+
+
+@dataclass(frozen=True)
+class Delta(Message):
+    """A miss sent predictively (shared/rdo.py): the residual to reference ``ref``'s prototype,
+    b′ = ``bits`` per value, packed; both memories store the reconstruction at ``slot``."""
+
+    TYPE: ClassVar[str] = "delta"
+    seq: int
+    t: float
+    slot: int
+    ref: int
+    cue: int  # SimHash cue of the base prototype, verified like a HIT's
+    bits: int
+    scale: int
+    residual: bytes
+
+
+@dataclass(frozen=True)
+class Coded(Message):
+    """A frame's symbols (HIT, DELTA or NEW), range-coded with adaptive models (shared/entropy.py);
+    the payload is the frame's whole bitstream."""
+
+    TYPE: ClassVar[str] = "coded"
+    seq: int
+    t: float
+    payload: bytes
 
 
 @dataclass(frozen=True)
@@ -122,8 +151,23 @@ class Bye(Message):
 
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
-    cls.TYPE: cls for cls in (Hello, Hit, New, RefreshRequest, Refresh, Digest, Corrupt, Error, Bye)
+    cls.TYPE: cls
+    for cls in (
+        Hello,
+        Hit,
+        New,
+        Delta,
+        Coded,
+        RefreshRequest,
+        Refresh,
+        Digest,
+        Corrupt,
+        Error,
+        Bye,
+    )
 }
+# The messages that carry one frame each (the Rx settles every one of them to an Outcome).
+FRAME_MESSAGES: tuple[type[Message], ...] = (Hit, New, Delta, Coded)
 
 
 def encode(message: Message) -> bytes:
@@ -167,7 +211,7 @@ def _check(kind: str, f: dataclasses.Field, value: Any) -> Any:
     if expected == "int":
         if not isinstance(value, int) or isinstance(value, bool):
             raise ProtocolError(f"{where} must be an integer, got {type(value).__name__}")
-        low = 0 if f.name in ("cue", "count", "version", "seed") else -1
+        low = 0 if f.name in ("cue", "count", "version", "seed", "bits", "scale") else -1
         if not low <= value <= (2**64 - 1 if f.name == "cue" else MAX_SEQ):
             raise ProtocolError(f"{where} = {value} is out of range")
         return value
@@ -201,6 +245,9 @@ __all__ = [
     "Hello",
     "Hit",
     "New",
+    "Delta",
+    "Coded",
+    "FRAME_MESSAGES",
     "RefreshRequest",
     "Refresh",
     "Digest",

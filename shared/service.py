@@ -11,7 +11,8 @@ This module gives them, once:
 - :func:`create_app`: a FastAPI app whose ``lifespan`` starts and stops the shell
   (a :class:`Service`) and which serves ``GET /healthz``, ``GET /stats`` (JSON snapshot with a
   response model), ``GET /stats/stream`` (Server-Sent Events, one snapshot per interval) and
-  ``GET /metrics`` (Prometheus text from a per-app registry whose collector reads the snapshot);
+  ``GET /metrics`` (Prometheus text from a per-app registry whose collector reads the snapshot),
+  with CORS for GET from any origin (the dashboard's page reads every process's stats);
 - :func:`serve`: uvicorn with permessage-deflate off (``compression=None`` on every websocket end
   of the project: frames are small msgpack maps, deflate costs CPU and hides the wire size).
 
@@ -31,7 +32,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from enum import IntEnum, StrEnum
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, Union, get_args, get_origin
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.config import ConfigError
@@ -62,6 +63,11 @@ class ServiceSettings(BaseSettings):
     )
     stats_interval: float = Field(
         0.5, gt=0, le=60, description="seconds between two /stats/stream events"
+    )
+    secret: SecretStr | None = Field(
+        None,
+        description="shared secret of the link (rx and tx): HELLOs carry an HMAC "
+        "(shared/security.py); prefer the HOPLINK_SECRET env var to the flag",
     )
 
 
@@ -122,6 +128,19 @@ class ChannelSettings(ServiceSettings):
     )
     flush_timeout: float = Field(
         2.0, ge=0, le=60, description="seconds to deliver queued messages after a side closes"
+    )
+    rx_api: str | None = Field(
+        None,
+        description="the Rx's REST base URL as a browser reaches it, for the dashboard "
+        "(default: derived from --rx-url)",
+    )
+    tx_api: str | None = Field(
+        None, description="the Tx's REST base URL as a browser reaches it, for the dashboard"
+    )
+    control_token: SecretStr | None = Field(
+        None,
+        description="bearer token required by PUT/DELETE/POST of the control API; mandatory "
+        "when --host is not loopback (HOPLINK_CONTROL_TOKEN)",
     )
 
 
@@ -193,6 +212,7 @@ class CloseCode(IntEnum):
     MODEL_MISMATCH = 4003
     LINK_BUSY = 4004  # the Rx (or the channel) already serves a link
     RX_UNREACHABLE = 4005  # the channel could not reach the Rx
+    AUTH_FAILED = 4006  # HELLO without a valid MAC under the link's secret, or replayed
 
 
 # Reconnecting cannot fix these: the two ends disagree, so the Tx stops and says why.
@@ -202,6 +222,7 @@ FATAL_CLOSE_CODES = frozenset(
         CloseCode.VERSION_MISMATCH,
         CloseCode.CONFIG_MISMATCH,
         CloseCode.MODEL_MISMATCH,
+        CloseCode.AUTH_FAILED,
     }
 )
 
@@ -371,6 +392,19 @@ def _metric_name(prefix: str, path: Iterable[str]) -> str:
     return re.sub(r"[^a-zA-Z0-9_:]", "_", name)
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` with non-finite floats and other non-JSON leaves turned into strings."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
 def create_app(
     service: Service,
     stats_model: type[BaseModel],
@@ -386,9 +420,13 @@ def create_app(
     created in the lifespan and reached by routes through ``get_service``.
     """
     from fastapi import APIRouter, FastAPI, Request
-    from fastapi.responses import PlainTextResponse
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.middleware.cors import CORSMiddleware
+    from fastapi.responses import JSONResponse, PlainTextResponse
     from fastapi.sse import EventSourceResponse, ServerSentEvent
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+    from shared.security import MAX_REQUEST_BYTES, BodySizeLimit
 
     @contextlib.asynccontextmanager
     async def lifespan(app: "FastAPI") -> AsyncIterator[None]:
@@ -406,6 +444,17 @@ def create_app(
             await service.stop()
 
     app = FastAPI(title=title, lifespan=lifespan)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's default answer echoes the input, which may hold NaN/inf (valid for Python's
+        # JSON parser, not for its encoder): a 500 instead of the 422 the client earned.
+        return JSONResponse(status_code=422, content={"detail": json_safe(exc.errors())})
+
+    # The dashboard (served by the channel) reads every process's stats from the browser:
+    # read-only endpoints answer GET from any origin; nothing that changes state is cross-origin.
+    app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET"])
+    app.add_middleware(BodySizeLimit, max_bytes=MAX_REQUEST_BYTES)  # shared/security.py
     common = APIRouter(tags=["service"])
 
     @common.get("/healthz", response_model=Health)

@@ -31,8 +31,18 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from shared.accounting import semantic_bits
 from shared.codec import Codec, load_codec
 from shared.config import ConfigError, LinkConfig
-from shared.protocol import Error, Hello, Hit, Message, New, ProtocolError, Refresh, decode, encode
+from shared.protocol import (
+    FRAME_MESSAGES,
+    Error,
+    Hello,
+    Message,
+    ProtocolError,
+    Refresh,
+    decode,
+    encode,
+)
 from shared.scenarios import iter_frames
+from shared.security import AuthError, sign_hello, verify_hello
 from shared.service import (
     FATAL_CLOSE_CODES,
     WS_MAX_SIZE,
@@ -157,7 +167,12 @@ class TxService:
                 f"latent_dim={config.latent_dim} but codec {self.codec.name!r} makes "
                 f"{self.codec.latent_dim}-d latents"
             )
-        self.hello = Hello(role="tx", config_digest=config.digest(), model_digest=self.codec.digest)
+        self.hello = Hello(  # one stream id per process: a restarted Tx is a new Rx session
+            role="tx",
+            config_digest=config.digest(),
+            model_digest=self.codec.digest,
+            stream=f"{random.getrandbits(64):016x}",
+        )
         self._source = self._open_source()  # bad scenarios and files fail here, before serving
         self.core = TransmitterCore(config)
         self.traffic = TxTraffic()
@@ -273,7 +288,8 @@ class TxService:
                 await asyncio.sleep(self._backoff.next())
 
     async def _handshake(self, ws: ClientConnection) -> None:
-        await self._send(ws, self.hello)
+        hello = sign_hello(self.hello, self.settings.secret)  # a fresh nonce for every link
+        await self._send(ws, hello)
         try:
             async with asyncio.timeout(10):
                 data = await ws.recv()
@@ -296,6 +312,11 @@ class TxService:
         if not isinstance(reply, Hello):
             await ws.close(CloseCode.PROTOCOL_ERROR, "expected hello")
             raise LinkRefused(CloseCode.PROTOCOL_ERROR, f"expected hello, got {reply!r:.80}")
+        try:  # with a secret, the Rx's MAC binds our nonce: a fresh answer from a holder of it
+            verify_hello(reply, self.settings.secret, peer_nonce=hello.nonce)
+        except AuthError as exc:
+            await ws.close(CloseCode.AUTH_FAILED, "receiver not authenticated")
+            raise LinkRefused(CloseCode.AUTH_FAILED, f"receiver not authenticated: {exc}") from None
         try:
             check_hello(reply, "rx", self.hello.config_digest, self.hello.model_digest)
         except HandshakeError as exc:
@@ -365,7 +386,7 @@ class TxService:
 
     async def _send(self, ws: ClientConnection, message: Message) -> None:
         data = encode(message)
-        frame = isinstance(message, Hit | New)
+        frame = isinstance(message, FRAME_MESSAGES)
         try:
             await ws.send(data)
         except ConnectionClosed:

@@ -1,0 +1,1 @@
+"""``hoplink bench``: throughput, latency and scale, each figure beside its floor."""

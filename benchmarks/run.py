@@ -1,0 +1,64 @@
+"""``hoplink bench``: every section in one run, printed as tables and optionally as JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+from shared.tables import render_table
+
+SECTIONS = ("codec", "retrieval", "hop", "scale", "pipeline")
+
+
+def run_bench(quick: bool, sections: tuple[str, ...] = SECTIONS) -> dict:
+    from benchmarks import channel_hop, codec, pipeline, retrieval
+
+    results: dict = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"python {platform.python_version()}",
+        "quick": quick,
+    }
+    started = time.perf_counter()
+    if "codec" in sections:
+        results["codec"] = codec.run(batches=(1,) if quick else (1, 32))
+    if "retrieval" in sections:
+        sizes = retrieval.QUICK_SIZES if quick else retrieval.SIZES
+        results["retrieval"] = retrieval.run(sizes=sizes, batches=(1,) if quick else (1, 32))
+    if "hop" in sections:
+        results["hop"] = asyncio.run(channel_hop.hop(count=200 if quick else 2000))
+    if "scale" in sections:
+        links = (1, 10) if quick else (1, 10, 100, 500)
+        results["scale"] = asyncio.run(channel_hop.scale(links, seconds=1.0 if quick else 3.0))
+    if "pipeline" in sections:
+        results["pipeline"] = pipeline.run(frames=60 if quick else 300)
+    results["seconds"] = time.perf_counter() - started
+    return results
+
+
+def print_tables(results: dict) -> None:
+    print(f"machine: {results['machine']}; {results['seconds']:.0f} s")
+    for section, rows in results.items():
+        if not isinstance(rows, list) or not rows:
+            continue
+        headers = [k for k in rows[0] if not isinstance(rows[0][k], dict)]
+        print(f"\n[{section}]")
+        print(render_table(headers, [[row[h] for h in headers] for row in rows]))
+        for row in rows:
+            if "rss_mb" in row:
+                rss = ", ".join(f"{k} {v:.0f} MB" for k, v in row["rss_mb"].items())
+                print(f"  resident memory ({row['path']}): {rss}")
+
+
+def main(quick: bool, as_json: bool, out: str | None, sections: tuple[str, ...]) -> int:
+    results = run_bench(quick, sections)
+    if out:
+        Path(out).write_text(json.dumps(results, indent=2))
+    if as_json:
+        print(json.dumps(results, indent=2))
+    else:
+        print_tables(results)
+    return 0

@@ -1,0 +1,251 @@
+"""Who may talk to a hoplink process, and how much: peer authentication, the control token,
+request size caps.
+
+Threat model. hoplink is an emulator that runs on loopback or inside a lab network. Its
+protections keep *strangers* out and keep bad input cheap; they are not a secure channel:
+
+* **Link peers** (``HOPLINK_SECRET`` / ``--secret`` on rx and tx). With a shared secret the
+  HELLO exchange is mutually authenticated: the Tx's HELLO carries a fresh random nonce and
+  HMAC-SHA256(secret, role, version, config digest, model digest, nonce); the Rx refuses a HELLO
+  whose MAC is missing or wrong, or whose nonce it has seen before (replay), with close code
+  4006 (``auth_failed``), and answers with its own nonce and a MAC that also binds the Tx's
+  nonce, so the Tx knows the answer is fresh and comes from a holder of the secret. What it does
+  *not* do: encrypt, or authenticate the messages after the HELLO — an attacker on the path can
+  read, inject or change frames (run the link over a VPN or TLS for that); a replayed HELLO is
+  only detected while the Rx process lives (its nonce memory is not persisted). The channel
+  forwards HELLOs untouched and needs no secret. Without a secret, nothing changes.
+* **The channel's control API** (``PUT``/``DELETE``/``POST``: impairments and corruption events).
+  With ``HOPLINK_CONTROL_TOKEN`` every state-changing request needs
+  ``Authorization: Bearer <token>`` (401 otherwise). The channel refuses to start bound to a
+  non-loopback address without a token. State-changing requests from another web origin are
+  refused (403) whatever the token, so a web page cannot drive a local channel (CSRF). Reads
+  (``GET``) stay open: stats are not secret in a lab.
+* **Sizes.** A link message is capped by the decoder (:data:`shared.protocol.MAX_MESSAGE_BYTES`,
+  refused with a counted error) and by the websocket (:data:`shared.service.WS_MAX_SIZE`, closed
+  with 1009); an HTTP request body by :class:`BodySizeLimit` (413). A flood of REFRESH_REQUEST is
+  answered at most ``refresh_budget`` times per DIGEST period by the Tx
+  (:class:`transmitter.core.TransmitterCore`); the rest are counted as refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import os
+from collections import OrderedDict
+from typing import Any
+
+import msgpack
+from starlette.requests import Request  # resolved at runtime: FastAPI reads the dependency
+
+from shared.protocol import Hello
+
+NONCE_BYTES = 16
+MAX_NONCE_BYTES = 64
+MAX_REQUEST_BYTES = 64 * 1024  # HTTP request bodies (impairment attributes are tiny)
+_MAC_LABEL = "hoplink-hello-v1"
+
+
+class AuthError(ValueError):
+    """A HELLO that fails authentication; the message says why (safe to send back)."""
+
+
+def _secret_bytes(secret: Any) -> bytes | None:
+    """A secret given as str, bytes or pydantic SecretStr (None or empty: no secret)."""
+    if secret is None:
+        return None
+    if hasattr(secret, "get_secret_value"):
+        secret = secret.get_secret_value()
+    data = secret.encode() if isinstance(secret, str) else bytes(secret)
+    return data or None
+
+
+def hello_mac(secret: Any, hello: Hello, peer_nonce: bytes = b"") -> bytes:
+    """HMAC-SHA256 over the HELLO's role, version, digests and nonce (+ the peer's nonce)."""
+    key = _secret_bytes(secret)
+    if key is None:
+        raise AuthError("no secret configured")
+    fields = [
+        _MAC_LABEL,
+        hello.role,
+        hello.version,
+        hello.config_digest,
+        hello.model_digest,
+        hello.nonce,
+        hello.stream,
+        peer_nonce,
+    ]
+    return hmac.new(key, msgpack.packb(fields, use_bin_type=True), hashlib.sha256).digest()
+
+
+def sign_hello(hello: Hello, secret: Any, peer_nonce: bytes = b"") -> Hello:
+    """``hello`` with a fresh nonce and, when a secret is set, its MAC (unchanged otherwise)."""
+    import dataclasses
+
+    if _secret_bytes(secret) is None:
+        return hello
+    fresh = dataclasses.replace(hello, nonce=os.urandom(NONCE_BYTES), auth=b"")
+    return dataclasses.replace(fresh, auth=hello_mac(secret, fresh, peer_nonce))
+
+
+def verify_hello(hello: Hello, secret: Any, peer_nonce: bytes = b"") -> None:
+    """Raise AuthError unless ``hello`` carries a valid MAC under ``secret`` (no-op without one)."""
+    if _secret_bytes(secret) is None:
+        return
+    if not hello.auth:
+        raise AuthError(
+            f"hello from {hello.role!r} has no MAC: this link requires the shared secret"
+        )
+    if not NONCE_BYTES <= len(hello.nonce) <= MAX_NONCE_BYTES:
+        raise AuthError(f"hello nonce of {len(hello.nonce)} bytes, expected {NONCE_BYTES}")
+    if not hmac.compare_digest(hello.auth, hello_mac(secret, hello, peer_nonce)):
+        raise AuthError(f"hello from {hello.role!r}: wrong MAC (another secret, or altered)")
+
+
+class NonceMemory:
+    """The last ``size`` nonces seen, to refuse a replayed HELLO."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
+
+    def check_and_remember(self, nonce: bytes) -> None:
+        if nonce in self._seen:
+            raise AuthError("replayed hello (its nonce was used before)")
+        self._seen[nonce] = None
+        while len(self._seen) > self.size:
+            self._seen.popitem(last=False)
+
+
+# --- the control API -----------------------------------------------------------------------------
+
+_LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and localhost; False for 0.0.0.0, :: and any other address."""
+    host = host.strip().strip("[]").lower()
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_control_binding(host: str, token: Any) -> None:
+    """Refuse (ValueError naming the fix) a control API bound beyond loopback without a token."""
+    if not is_loopback(host) and _secret_bytes(token) is None:
+        raise ValueError(
+            f"the channel's control API would listen on {host!r} without a token: set "
+            "HOPLINK_CONTROL_TOKEN (clients send 'Authorization: Bearer <token>'), or bind to "
+            "127.0.0.1"
+        )
+
+
+STATE_CHANGING = frozenset({"POST", "PUT", "DELETE", "PATCH"})
+
+
+def require_control_token(request: Request) -> None:
+    """FastAPI dependency of the control routes: state-changing requests need the bearer token
+    (when one is configured) and must not come from another web origin."""
+    from fastapi import HTTPException
+
+    if request.method not in STATE_CHANGING:
+        return
+    origin = request.headers.get("origin")
+    if origin is not None and not _same_origin(origin, request):
+        raise HTTPException(403, f"cross-origin request from {origin} refused")
+    service = getattr(request.app.state, "service", None)
+    token = _secret_bytes(getattr(getattr(service, "settings", None), "control_token", None))
+    if token is None:
+        return
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token):
+        raise HTTPException(
+            401,
+            "the control API needs 'Authorization: Bearer <HOPLINK_CONTROL_TOKEN>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+def _same_origin(origin: str, request: Request) -> bool:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(origin)
+    host = request.headers.get("host", "")
+    return parts.scheme in ("http", "https") and parts.netloc.lower() == host.lower()
+
+
+class BodySizeLimit:
+    """ASGI middleware: HTTP request bodies over ``max_bytes`` get 413 before the app reads them
+    (by Content-Length, or while streaming when it is absent)."""
+
+    def __init__(self, app: Any, max_bytes: int = MAX_REQUEST_BYTES) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > self.max_bytes
+                except ValueError:
+                    too_big = True
+                if too_big:
+                    await self._refuse(send)
+                    return
+        received = 0
+        refused = False
+
+        async def limited_receive() -> dict:
+            nonlocal received, refused
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    refused = True
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _TooLarge:
+            if refused:
+                await self._refuse(send)
+
+    async def _refuse(self, send: Any) -> None:
+        body = b'{"detail":"request body exceeds %d bytes"}' % self.max_bytes
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+__all__ = [
+    "MAX_REQUEST_BYTES",
+    "AuthError",
+    "BodySizeLimit",
+    "NonceMemory",
+    "check_control_binding",
+    "hello_mac",
+    "is_loopback",
+    "require_control_token",
+    "sign_hello",
+    "verify_hello",
+]

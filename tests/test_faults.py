@@ -1,0 +1,169 @@
+"""The fault matrix (``pytest -m faults``) and process faults.
+
+Most cells run through the in-process link (Tx, channel and Rx cores on a virtual clock: seeded,
+deterministic, and able to see silent wrong decodes and the moment the memories re-converge); a
+few run over the real processes, one rx and one channel for all of them. The short matrix runs
+by default; ``HOPLINK_FULL_FAULTS=1`` runs the full one. See :mod:`shared.faults` for what each
+column promises and why the bounds are what they are.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shared import faults
+from shared.demo import Processes, wait_for
+
+pytestmark = pytest.mark.faults
+
+FULL = os.environ.get("HOPLINK_FULL_FAULTS", "") not in ("", "0")
+CELLS = faults.matrix(full=FULL)
+
+
+@pytest.fixture(scope="module")
+def latents():
+    return faults.load_latents()
+
+
+@pytest.mark.parametrize("cell", CELLS, ids=[c.name for c in CELLS])
+def test_fault_cell_in_process(cell: faults.FaultCell, latents) -> None:
+    result = faults.run_cell(cell, latents, faults.matrix_config())
+    assert not result.problems(), faults.render([result])
+    assert result.accounted == result.frames == len(latents)
+    if cell.impairments or cell.events:
+        assert result.reconverge_bound is not None
+
+
+def test_faults_are_seeded(latents) -> None:
+    """The same cell twice gives the same numbers (the matrix is reproducible)."""
+    cell = next(c for c in CELLS if c.name == "everything at once")
+    first, second = (faults.run_cell(cell, latents, faults.matrix_config()) for _ in range(2))
+    assert first.as_dict() | {"wall_s": 0} == second.as_dict() | {"wall_s": 0}
+
+
+def test_cue_model_matches_the_measured_silent_wrong_rate(latents) -> None:
+    """Across the matrix, the silent wrong decodes measured agree with the number the SimHash
+    model (P[Binom(K, θ/π) ≤ t] per wrong candidate) expects: the bound is neither violated
+    nor vacuous."""
+    results = faults.run_matrix(CELLS, latents)
+    measured = sum(r.silent_wrong for r in results)
+    expected = sum(r.risk for r in results)
+    assert measured > 0  # bit errors on NEW latents make near-miss prototypes that cues accept
+    assert measured <= expected + 3 * expected**0.5 + 3
+    assert measured >= expected / 3  # the model is not a loose overestimate
+
+
+# --- over the real processes ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[faults.NetworkBench]:
+    with faults.NetworkBench(tmp_path_factory.mktemp("faults-logs")) as b:
+        yield b
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("cell", faults.NETWORK_CELLS, ids=[c.name for c in faults.NETWORK_CELLS])
+def test_fault_cell_over_processes(cell: faults.FaultCell, bench: faults.NetworkBench) -> None:
+    result = bench.run(cell)
+    assert not result.problems(), faults.render([result])
+    assert result.frames == faults.NETWORK_FRAMES
+    assert result.injected, "the channel injected nothing"
+    if cell.headers_exposed:
+        assert result.rx_errors > 0  # corrupted headers were refused and counted
+
+
+@pytest.mark.e2e
+def test_rx_killed_mid_stream_and_restarted(tmp_path: Path) -> None:
+    """SIGKILL the Rx mid-stream (no BYE, no flush) and start it again on the same port: the Tx
+    reconnects through the channel, the new Rx re-learns the memory from DIGESTs and refreshes
+    (it persists nothing: see shared/faults.py, "Process faults"), and the stream resumes. No
+    frame is silently skipped: the new Rx session settles every sequence number, those it never
+    saw as lost."""
+    frames = 150
+    env = {"HOPLINK_LOG_LEVEL": "warning", "HOPLINK_SEED": "0", "HOPLINK_THRESHOLD": "0.99"}
+    with Processes(tmp_path, env=env) as procs:
+        rx = procs.start("rx", ["receiver"])
+        port = rx.port
+        channel = procs.start("channel", ["channel", "--rx-url", rx.ws_url])
+        tx = procs.start(
+            "tx",
+            [
+                "transmitter",
+                "--url",
+                channel.ws_url,
+                "--scenario",
+                "low_motion",
+                "--frames",
+                str(frames),
+                "--fps",
+                "30",
+                "--digest-every",
+                "15",
+                "--backoff-max",
+                "1",
+                "--linger",
+            ],
+        )
+        wait_for(lambda: rx.stats()["frames"] >= 40, 60, "40 frames at the Rx")
+        before = rx.stats()
+        rx.process.send_signal(signal.SIGKILL)
+        rx.process.wait(10)
+        procs.children.pop("rx")
+        wait_for(lambda: tx.stats()["traffic"]["reconnects"] >= 1, 30, "the Tx to notice")
+        rx = procs.start("rx", ["receiver"], port=port)
+        tx_stats = wait_for(lambda: (s := tx.stats())["link"]["finished"] and s, 90, "the Tx")
+
+        def rx_done() -> dict | None:
+            s = rx.stats()
+            return s if s["link"]["session_ended"] and s["quality"]["pending"] == 0 else None
+
+        rx_stats = wait_for(rx_done, 30, "the new Rx to settle")
+    t, o, c = tx_stats["traffic"], rx_stats["frames_by_outcome"], rx_stats["counters"]
+    assert tx_stats["frames"] == frames == t["frames_sent"] + t["frames_unsent"]
+    assert t["reconnects"] >= 1 and t["connects"] >= 2
+    # The new session accounts for every frame; what the old Rx had is lost to it, not skipped.
+    assert sum(o.values()) == frames and c["frames_skipped"] == 0
+    assert o["lost"] >= before["frames"] and o["lost"] >= t["frames_unsent"]
+    shown = frames - o["lost"]
+    assert shown >= frames - before["frames"] - 30  # the stream resumed (≤ 1 s in flight/unsent)
+    # Re-learned by refreshes (hits on references the new Rx never had) and DIGESTs.
+    assert c["missing_refs"] > 0 and c["refreshes_applied"] > 0
+    assert rx_stats["digest"]["agree"] is True
+
+
+@pytest.mark.e2e
+def test_tx_killed_and_restarted_starts_a_new_session(tmp_path: Path) -> None:
+    """A Tx killed mid-stream leaves no BYE; its successor starts again at frame 0 with an empty
+    memory. The Rx tells the two streams apart by the HELLO's stream id: a new session, whose
+    frames are all its own (not taken for duplicates of the dead stream's)."""
+    env = {"HOPLINK_LOG_LEVEL": "warning", "HOPLINK_SEED": "0", "HOPLINK_THRESHOLD": "0.99"}
+    with Processes(tmp_path, env=env) as procs:
+        rx = procs.start("rx", ["receiver"])
+        first = procs.start(
+            "tx", ["transmitter", "--url", rx.ws_url, "--frames", "150", "--fps", "30"], key="tx1"
+        )
+        wait_for(lambda: rx.stats()["frames"] >= 40, 60, "40 frames at the Rx")
+        first.process.send_signal(signal.SIGKILL)
+        first.process.wait(10)
+        old_session = rx.stats()["link"]["session"]
+        second = procs.start(
+            "tx", ["transmitter", "--url", rx.ws_url, "--frames", "60", "--fps", "0", "--linger"]
+        )
+        tx = wait_for(lambda: (s := second.stats())["link"]["finished"] and s, 60, "the new Tx")
+
+        def rx_done() -> dict | None:
+            s = rx.stats()
+            return s if s["link"]["session_ended"] and s["quality"]["pending"] == 0 else None
+
+        stats = wait_for(rx_done, 30, "the Rx to settle")
+    assert tx["frames_sent"] == 60
+    assert stats["link"]["session"] == old_session + 1
+    assert stats["frames_by_outcome"]["decoded"] == 60 == stats["frames"]
+    assert stats["counters"]["duplicates"] == 0
+    assert stats["digest"]["agree"] is True

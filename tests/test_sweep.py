@@ -1,0 +1,212 @@
+"""``hoplink sweep`` / ``hoplink report``: grids, tidy CSV, resume, figures, matched study."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from shared.config import build_config
+from shared.sweep import (
+    RUN_COLUMNS,
+    SweepError,
+    SweepSpec,
+    expand,
+    parse_grid_args,
+    read_rows,
+    run_sweep,
+    spec_from_toml,
+)
+
+TINY = [
+    "--grid",
+    "scenario=static,illum_change",
+    "--grid",
+    "memory=hopfield,vq",
+    "--grid",
+    "tau=0.95,0.99",
+    "--frames",
+    "20",
+    "--workers",
+    "1",
+    "--quiet",
+]
+
+
+def hoplink(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "shared.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "MPLBACKEND": "Agg"},
+    )
+
+
+def test_tiny_sweep_writes_tidy_rows_resumes_and_draws(tmp_path):
+    out = tmp_path / "sweep"
+    first = hoplink("sweep", *TINY, "--out", str(out))
+    assert first.returncode == 0, first.stderr
+    with (out / "runs.csv").open(newline="") as f:
+        reader = csv.DictReader(f)
+        assert tuple(reader.fieldnames) == RUN_COLUMNS
+        raw = list(reader)
+    rows = read_rows(out / "runs.csv")
+    assert len(rows) == len(raw) == 8 and len({r["key"] for r in rows}) == 8
+    assert {(r["scenario"], r["memory"], r["threshold"]) for r in rows} == {
+        (s, m, t)
+        for s in ("static", "illum_change")
+        for m in ("hopfield", "vq")
+        for t in (0.95, 0.99)
+    }
+    for r in rows:
+        assert r["frames"] == r["n_frames"] == 20 and r["hits"] + r["news"] == 20
+        outcomes = sum(r[c] for c in RUN_COLUMNS if c.startswith("outcome_"))
+        assert outcomes == 20 and r["outcome_decoded"] == 20
+        assert r["digests_agree"] is True and r["silent_wrong"] == 0
+        assert r["bits_per_frame"] > 0 and 10 < r["psnr"] < 60
+        assert r["capacity"] == 256 and r["reasoning_capacity"] > 0  # M vs C
+        assert r["protocol"] == {"static": "stable", "illum_change": "gradual_drift"}[r["scenario"]]
+    # A static clip is recalled nearly every frame.
+    static = [r for r in rows if r["scenario"] == "static"]
+    assert all(r["bits_per_frame"] < 0.25 * 512 for r in static)
+
+    # Resume: a second invocation finds every key and adds nothing.
+    second = hoplink("sweep", *TINY, "--out", str(out), "--no-figures")
+    assert second.returncode == 0, second.stderr
+    assert "rows added: none" in second.stdout
+    assert len(read_rows(out / "runs.csv")) == 8
+    log = json.loads((out / "sweep.json").read_text())
+    assert [i["already_done"] for i in log["invocations"]] == [0, 8]
+    assert log["invocations"][0]["command"].startswith("hoplink sweep")
+
+    for name in ("fig1a_savings_vs_tau", "fig2_rate_distortion"):
+        for ext in ("png", "svg"):
+            path = out / "figures" / f"{name}.{ext}"
+            assert path.exists() and path.stat().st_size > 1000, path
+
+    report = hoplink("report", "--runs", str(out))
+    assert report.returncode == 0, report.stderr
+    md = (out / "report.md").read_text()
+    page = (out / "report.html").read_text()
+    assert "What the grid covered" in md and "figures/fig2_rate_distortion.png" in md
+    assert page.startswith("<!doctype html>") and "<table>" in page and "<img " in page
+
+
+def test_resume_after_interruption_runs_only_the_missing_keys(tmp_path):
+    base = build_config({}, read_env=False)
+    grid = parse_grid_args(["scenario=static", "memory=vq", "threshold=0.9,0.95,0.99"])
+    spec = SweepSpec(grids=[("g", grid)], frames=8)
+    first = run_sweep(spec, base, tmp_path, workers=1, progress=False, figures=False)
+    assert first.added["runs"] == 3
+    # Simulate an interruption: drop the last row, keep the header and the others.
+    lines = (tmp_path / "runs.csv").read_text().splitlines(keepends=True)
+    (tmp_path / "runs.csv").write_text("".join(lines[:-1]))
+    again = run_sweep(spec, base, tmp_path, workers=1, progress=False, figures=False)
+    assert again.done_before == 2 and again.added["runs"] == 1
+    rows = read_rows(tmp_path / "runs.csv")
+    assert sorted(r["threshold"] for r in rows) == [0.9, 0.95, 0.99]
+
+
+def test_matched_study_rows_and_timeline(tmp_path):
+    base = build_config({}, read_env=False)
+    spec = spec_from_toml("frames = 8\n[matched]\nbeta = [20]\ncodecs = false\n")
+    outcome = run_sweep(spec, base, tmp_path, workers=1, progress=False, figures=False)
+    rows = read_rows(tmp_path / "matched.csv")
+    # groups x (symmetric 2 + four one-sided rules x 2) rows
+    assert outcome.added["matched"] == len(rows) == 4 * 10
+    for group in ("stable", "gradual_drift", "moderate", "scene_change"):
+        cell = {(r["rule"], r["method"]): r for r in rows if r["group"] == group}
+        sym_h, sym_v = cell[("symmetric", "hopfield")], cell[("symmetric", "vq")]
+        # The symmetric rule: both reach the common target.
+        assert sym_h["psnr"] >= sym_h["target_psnr"] and sym_v["psnr"] >= sym_v["target_psnr"]
+        # One-sided: the fixed method keeps its symmetric τ; the other lands within 0.2 dB
+        # of it (or as close as bisection gets).
+        fixed = cell[("one_sided_vq_fixed", "vq")]
+        moved = cell[("one_sided_vq_fixed", "hopfield")]
+        assert fixed["role"] == "fixed" and fixed["threshold"] == sym_v["threshold"]
+        assert moved["role"] == "bisected" and moved["reference_psnr"] == sym_v["psnr"]
+        assert moved["delta_psnr"] == pytest.approx(moved["psnr"] - sym_v["psnr"])
+        # Slack spent: the lowest-rate τ at most 0.2 dB below the fixed method's PSNR.
+        slack = cell[("one_sided_hopfield_fixed_slack", "vq")]
+        assert slack["role"] == "slack" and slack["psnr"] >= sym_h["psnr"] - 0.2 - 1e-9
+    timeline = read_rows(tmp_path / "timeline.csv")
+    assert {r["scenario"] for r in timeline} == {"illum_change", "cam_shake"}
+    assert len(timeline) == 2 * 2 * 8  # clips x methods x frames
+
+
+def test_grid_arguments_aliases_and_scenario_groups():
+    grid = parse_grid_args(["tau=0.9,0.95", "M=16,64", "K=0,32", "scenario=gradual_drift,static"])
+    assert grid == {
+        "threshold": (0.9, 0.95),
+        "capacity": (16, 64),
+        "cue_bits": (0, 32),
+        "scenario": ("illum_change", "cam_shake", "static"),
+    }
+    assert len(parse_grid_args(["scenario=all"])["scenario"]) == 8
+    for bad, message in (
+        (["nope=1"], "unknown sweep parameter"),
+        (["memory=lstm"], "memory"),
+        (["capacity=1.5"], "capacity"),
+        (["threshold"], "NAME=V1"),
+        (["scenario=no_such_clip"], "no_such_clip"),
+    ):
+        with pytest.raises(SweepError, match=message):
+            parse_grid_args(bad)
+
+
+def test_toml_spec_and_invalid_combinations_are_skipped():
+    spec = spec_from_toml(
+        """
+frames = 10
+[fixed]
+capacity = 32
+[[grid]]
+name = "a"
+memory = ["hopfield", "vq"]
+transmission = ["index", "soft"]
+[[grid]]
+name = "b"
+rho = [0.0, 0.1]
+[matched]
+beta = [5, 20]
+"""
+    )
+    assert [n for n, _ in spec.grids] == ["a", "b"] and spec.n_frames == 10
+    assert spec.matched.betas == (5.0, 20.0)
+    base = build_config({}, read_env=False)
+    tasks, skipped = expand(spec, base, "digest")
+    runs = [t for t in tasks if t.kind == "run"]
+    assert len(runs) == 3 + 2 - 1  # vq+soft is skipped; rho=0 of grid b equals a's hopfield-index
+    assert len(skipped) == 1 and "soft" in skipped[0]
+    assert all(t.params["config"]["capacity"] == 32 for t in runs)
+    corrupted = [t for t in runs if t.params["rho"] > 0]
+    assert corrupted[0].params["corrupt_at"] == 5  # mid-clip
+    assert sum(t.kind == "matched" for t in tasks) == 2 * 4
+    assert sum(t.kind == "codecs" for t in tasks) == 8
+    # Keys are stable, and change with anything that changes a run.
+    again, _ = expand(spec, base, "digest")
+    assert [t.key for t in again] == [t.key for t in tasks]
+    other_seed, _ = expand(spec, base.replace(seed=1), "digest")
+    assert not {t.key for t in other_seed} & {t.key for t in tasks}
+    with pytest.raises(SweepError, match="unknown keys"):
+        spec_from_toml("grids = 1")
+
+
+def test_ray_flag_without_ray_is_a_clear_error(tmp_path):
+    try:
+        import ray  # noqa: F401
+
+        pytest.skip("ray is installed")
+    except ImportError:
+        pass
+    out = hoplink("sweep", "--grid", "memory=vq", "--frames", "4", "--ray", "--out", str(tmp_path))
+    assert out.returncode == 2
+    assert "hoplink[ray]" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_sweep_without_runs_is_a_clear_error(tmp_path):
+    out = hoplink("sweep", "--out", str(tmp_path), "--no-figures")
+    assert out.returncode == 2 and "--grid" in out.stderr
