@@ -44,9 +44,11 @@ def print_tables(results: dict) -> None:
     for section, rows in results.items():
         if not isinstance(rows, list) or not rows:
             continue
-        headers = [k for k in rows[0] if not isinstance(rows[0][k], dict)]
+        headers = list(
+            dict.fromkeys(k for r in rows for k, v in r.items() if not isinstance(v, dict))
+        )
         print(f"\n[{section}]")
-        print(render_table(headers, [[row[h] for h in headers] for row in rows]))
+        print(render_table(headers, [[row.get(h, float("nan")) for h in headers] for row in rows]))
         for row in rows:
             if "rss_mb" in row:
                 rss = ", ".join(f"{k} {v:.0f} MB" for k, v in row["rss_mb"].items())

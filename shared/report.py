@@ -136,7 +136,7 @@ def build_report(run_dir: str | os.PathLike[str]) -> list[Block]:
     blocks.append(
         Block(
             "p",
-            f"{len(runs)} simulator runs, {len({r['key'] for r in matched})} matched-quality "
+            f"{len(runs)} simulator runs, {len({r['key'] for r in all_matched})} matched-quality "
             f"cells, {len({r['scenario'] for r in codecs})} clips coded with H.264 and JPEG. "
             "Comparisons at matched quality use hoplink's symmetric rule (every method's τ "
             "calibrated to the lowest rate whose pooled PSNR reaches a common target: the "
@@ -225,6 +225,13 @@ def _capacity_blocks(matched: list[dict]) -> list[Block]:
     ]
 
 
+def _relation(bits) -> str:
+    """hopfield/codec is exact in range; below the curve the codec's bits are an upper bound."""
+    if bits.in_range:
+        return "="
+    return "≥" if bits.side == "below" else "≤"
+
+
 def _table_blocks(matched: list[dict], codecs: list[dict]) -> list[Block]:
     beta = reference_beta(matched)
     if beta is None:
@@ -286,7 +293,7 @@ def _table_blocks(matched: list[dict], codecs: list[dict]) -> list[Block]:
                     _f(c["psnr"], 2),
                     "",
                     "",
-                    f"hopfield = {100 * c['vs_hopfield']:.0f} % of it",
+                    f"hopfield {_relation(c['bits'])} {100 * c['vs_hopfield']:.0f} % of it",
                 )
             )
     return [
@@ -295,9 +302,10 @@ def _table_blocks(matched: list[dict], codecs: list[dict]) -> list[Block]:
             "p",
             "Rules: "
             + "; ".join(f"{k.replace('_', '-')} = {RULE_LABELS[k]}" for k in TABLE_RULES)
-            + ". Codec rows: bits/frame of H.264 (x264, one I-frame per clip, start codes and "
-            "x264's settings SEI not counted) and per-frame JPEG (tables counted once per clip) "
-            "at the PSNR of the symmetric hopfield row, log-linearly interpolated on the curve "
+            + ". Codec rows: bits/frame of H.264 (x264, one I-frame per clip, weightp=0, start "
+            "codes and x264's settings SEI not counted) and per-frame JPEG (tables counted once "
+            "per clip) at the PSNR of the symmetric hopfield row, log-linearly interpolated on "
+            "the curve "
             "pooled over the group's clips; ≤x* means the target lies below the codec's cheapest "
             "point, whose bits are shown (an upper bound).",
         ),

@@ -210,3 +210,21 @@ def test_ray_flag_without_ray_is_a_clear_error(tmp_path):
 def test_sweep_without_runs_is_a_clear_error(tmp_path):
     out = hoplink("sweep", "--out", str(tmp_path), "--no-figures")
     assert out.returncode == 2 and "--grid" in out.stderr
+
+
+def test_rows_do_not_depend_on_the_number_of_workers(tmp_path):
+    base = build_config({}, read_env=False)
+    grid = parse_grid_args(["scenario=static,low_motion", "memory=hopfield,vq", "tau=0.97"])
+    spec = SweepSpec(grids=[("g", grid)], frames=8)
+    for workers in (1, 2):
+        run_sweep(
+            spec, base, tmp_path / str(workers), workers=workers, progress=False, figures=False
+        )
+
+    def rows(folder):
+        return {
+            r["key"]: {k: v for k, v in r.items() if k != "seconds"}
+            for r in read_rows(tmp_path / folder / "runs.csv")
+        }
+
+    assert rows("1") == rows("2") and len(rows("1")) == 4
