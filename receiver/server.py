@@ -42,8 +42,8 @@ from shared.accounting import (
     ssim,
     summarize,
 )
-from shared.codec import Codec, load_codec
-from shared.config import ConfigError, LinkConfig
+from shared.codec import Codec, codec_for
+from shared.config import LinkConfig
 from shared.protocol import (
     FRAME_MESSAGES,
     Bye,
@@ -346,12 +346,7 @@ class RxService:
     ) -> None:
         self.config = config
         self.settings = settings
-        self.codec = codec or load_codec(config.codec)
-        if self.codec.latent_dim != config.latent_dim:
-            raise ConfigError(
-                f"latent_dim={config.latent_dim} but codec {self.codec.name!r} makes "
-                f"{self.codec.latent_dim}-d latents"
-            )
+        self.codec = codec_for(config, codec)
         self.config_digest = config.digest()
         self.reference = (
             ReferenceFrames(settings.reference, settings.frames, self.codec.frame_size, config.seed)

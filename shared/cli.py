@@ -32,14 +32,13 @@ def _print_json(payload: object) -> None:
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
-    from shared.codec import load_codec
+    from shared.codec import codec_for
     from shared.scenarios import load_clip
     from shared.simulator import Corruption, DecodeCache, simulate
     from shared.tables import render_table
 
     config = config_from_args(args)
-    codec = load_codec(config.codec)
-    _check_codec(config, codec)
+    codec = codec_for(config)
     frames = load_clip(args.scenario, n_frames=args.frames, size=codec.frame_size, seed=config.seed)
     latents = codec.encode(frames)
     corruption = None
@@ -88,27 +87,18 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_codec(config, codec) -> None:
-    if codec.latent_dim != config.latent_dim:
-        raise UserError(
-            f"latent_dim={config.latent_dim} but codec {codec.name!r} makes "
-            f"{codec.latent_dim}-d latents; set --latent-dim {codec.latent_dim}"
-        )
-
-
 # --- table ----------------------------------------------------------------------------------------
 
 
 def cmd_table(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from shared.codec import load_codec
+    from shared.codec import codec_for
     from shared.experiments import TABLE_GROUPS, paper_table
     from shared.tables import Precise, render_table
 
     config = config_from_args(args)
-    codec = load_codec(config.codec)
-    _check_codec(config, codec)
+    codec = codec_for(config)
     started = time.perf_counter()
     with tqdm(desc="calibrating", unit="run", disable=args.json or None) as bar:
         table = paper_table(

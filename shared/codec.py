@@ -29,6 +29,7 @@ __all__ = [
     "Decoder",
     "Encoder",
     "codecs_dir",
+    "codec_for",
     "load_codec",
 ]
 
@@ -315,3 +316,16 @@ def load_codec(name: str = "ae64", weights_dir: Path | None = None) -> Codec:
     if not path.is_file():
         raise CodecError(f"weights for codec {name!r} not found at {path}")
     return Codec(spec, path)
+
+
+def codec_for(config, codec: Codec | None = None) -> Codec:
+    """The codec a link configuration names (or ``codec``), checked against its latent_dim."""
+    from shared.config import ConfigError
+
+    codec = codec or load_codec(config.codec)
+    if codec.latent_dim != config.latent_dim:
+        raise ConfigError(
+            f"latent_dim={config.latent_dim} but codec {codec.name!r} makes "
+            f"{codec.latent_dim}-d latents; set --latent-dim {codec.latent_dim}"
+        )
+    return codec

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from shared.protocol import Error, decode, encode
 from shared.quantizer import normalize
 
 
@@ -15,3 +16,16 @@ def drifting_latents(
     bases = normalize(rng.standard_normal((views, dim)))
     picks = bases[(np.arange(n) // hold) % views]
     return normalize(picks + noise * rng.standard_normal((n, dim))).astype(np.float32)
+
+
+def deliver(tx, rx, message, now: float = 0.0) -> list:
+    """Deliver a message Tx→Rx through the wire codec and answer refresh requests at once
+    (an ideal channel); returns every frame the Rx emitted."""
+    frames, pending = [], [message]
+    while pending:
+        step = rx.on_message(decode(encode(pending.pop(0))), now)
+        frames += step.frames
+        for reply in step.replies:
+            assert not isinstance(reply, Error), reply
+            pending += tx.on_message(decode(encode(reply)))
+    return frames

@@ -6,26 +6,14 @@ import pytest
 from receiver.core import ReceiverCore
 from shared.accounting import Outcome, semantic_bits, summarize
 from shared.config import build_config
-from shared.protocol import Bye, Digest, Error, Hit, New, Refresh, RefreshRequest, decode, encode
+from shared.protocol import Bye, Digest, Error, Hit, New, Refresh, RefreshRequest
 from shared.simulator import Corruption, simulate
-from tests.synthetic import drifting_latents
+from tests.synthetic import deliver, drifting_latents
 from transmitter.core import TransmitterCore
 
 
 def _cfg(**kw):
     return build_config({"threshold": 0.95, "capacity": 64, **kw}, read_env=False)
-
-
-def _pump(tx, rx, message, now=0.0):
-    """Deliver a message Tx→Rx through the codec and answer refresh requests at once."""
-    frames, pending = [], [message]
-    while pending:
-        step = rx.on_message(decode(encode(pending.pop(0))), now)
-        frames += step.frames
-        for reply in step.replies:
-            assert not isinstance(reply, Error), reply
-            pending += tx.on_message(decode(encode(reply)))
-    return frames
 
 
 @pytest.mark.parametrize(
@@ -36,7 +24,7 @@ def test_memories_stay_identical_over_a_whole_clip(latents, memory, mode):
     tx, rx = TransmitterCore(cfg), ReceiverCore(cfg)
     for seq, z in enumerate(latents):
         decision = tx.on_frame(seq, seq / 30, z)
-        frames = _pump(tx, rx, decision.message)
+        frames = deliver(tx, rx, decision.message)
         (final,) = [f for f in frames if f.seq == seq]
         assert final.outcome is Outcome.DECODED
         assert final.latent.tobytes() == decision.latent.tobytes()
@@ -78,7 +66,7 @@ def test_summary_figures_follow_equation_5():
 def _warm(cfg, latents):
     tx, rx = TransmitterCore(cfg), ReceiverCore(cfg)
     for seq, z in enumerate(latents):
-        _pump(tx, rx, tx.on_frame(seq, 0.0, z).message)
+        deliver(tx, rx, tx.on_frame(seq, 0.0, z).message)
     return tx, rx
 
 
@@ -174,7 +162,7 @@ def test_digest_exchange_repairs_a_diverged_memory(latents):
     tx, rx = _warm(cfg, latents[:100])
     rx.corrupt_prototypes(0.3, np.random.default_rng(1))
     assert rx.digest != tx.memory.digest()
-    frames = _pump(tx, rx, tx.digest())
+    frames = deliver(tx, rx, tx.digest())
     assert frames == []
     assert rx.digest == tx.memory.digest()
     assert rx.counters.digest_mismatches == 1

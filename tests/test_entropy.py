@@ -15,7 +15,7 @@ from shared.entropy import (
     words_to_bytes,
 )
 from shared.protocol import Coded, Error, decode, encode
-from tests.synthetic import drifting_latents
+from tests.synthetic import deliver, drifting_latents
 from transmitter.core import TransmitterCore
 
 
@@ -30,17 +30,6 @@ def _model_state(coder: SymbolCoder) -> list:
     models += list(seg.residual.values())
     counts = [m.counts.tobytes() for m in models]
     return [seg.number, seg.prev_context, list(seg.recent), seg.next_slot, counts]
-
-
-def _deliver(tx, rx, message, now=0.0):
-    frames, pending = [], [message]
-    while pending:
-        step = rx.on_message(decode(encode(pending.pop(0))), now)
-        frames += step.frames
-        for reply in step.replies:
-            assert not isinstance(reply, Error), reply
-            pending += tx.on_message(decode(encode(reply)))
-    return frames
 
 
 @pytest.mark.parametrize(
@@ -58,7 +47,7 @@ def test_coded_clip_is_lossless_and_byte_exact_across_resets(extra):
         assert isinstance(decision.message, Coded)
         assert semantic_bits(decision.message, cfg) == 8 * len(decision.message.payload)
         kinds.add(decision.kind)
-        (frame,) = _deliver(tx, rx, decision.message, seq / 30)
+        (frame,) = deliver(tx, rx, decision.message, seq / 30)
         assert frame.outcome is Outcome.DECODED
         assert frame.latent.tobytes() == decision.latent.tobytes()
         # Both ends' models hold the same integers after every frame, resets included.
@@ -128,11 +117,11 @@ def test_lost_frame_conceals_the_rest_of_its_segment_only():
     for message in messages:
         if message.seq == 25:
             continue  # lost on the channel
-        for frame in _deliver(tx, rx, message):
+        for frame in deliver(tx, rx, message):
             if frame.outcome is not None:
                 outcomes[frame.seq] = frame.outcome
         if message.seq % 20 == 19:
-            _deliver(tx, rx, tx.digest())
+            deliver(tx, rx, tx.digest())
     for frame in rx.finish(99).frames:
         outcomes[frame.seq] = frame.outcome
     assert sorted(outcomes) == list(range(100))  # every frame accounted for once
@@ -152,7 +141,7 @@ def test_out_of_order_coded_frames_wait_for_their_predecessor():
     messages[3], messages[4] = messages[4], messages[3]
     settled = []
     for message in messages:
-        settled += [f.seq for f in _deliver(tx, rx, message) if f.outcome is not None]
+        settled += [f.seq for f in deliver(tx, rx, message) if f.outcome is not None]
     assert settled == list(range(10))
     assert rx.counters.decoded == 10
 

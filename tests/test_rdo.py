@@ -8,25 +8,14 @@ from shared import rdo
 from shared.accounting import Outcome, delta_bits, semantic_bits
 from shared.config import ConfigError, build_config
 from shared.entropy import SCALE_LEVELS
-from shared.protocol import Delta, Error, Hit, New, decode, encode
+from shared.protocol import Delta, Hit, New, decode, encode
 from shared.quantizer import normalize, quantize
-from tests.synthetic import drifting_latents
+from tests.synthetic import deliver, drifting_latents
 from transmitter.core import TransmitterCore, fixed_message
 
 
 def _cfg(**kw):
     return build_config({"threshold": 0.95, "capacity": 64, "memory": "vq", **kw}, read_env=False)
-
-
-def _deliver(tx, rx, message, now=0.0):
-    frames, pending = [], [message]
-    while pending:
-        step = rx.on_message(decode(encode(pending.pop(0))), now)
-        frames += step.frames
-        for reply in step.replies:
-            assert not isinstance(reply, Error), reply
-            pending += tx.on_message(decode(encode(reply)))
-    return frames
 
 
 def test_scales_are_exact_and_cover_every_residual():
@@ -72,7 +61,7 @@ def test_delta_prototypes_are_bit_identical_on_both_ends(extra):
     tx, rx = TransmitterCore(cfg), ReceiverCore(cfg)
     for seq, z in enumerate(latents):
         decision = tx.on_frame(seq, 0.0, z)
-        (frame,) = _deliver(tx, rx, decision.message)
+        (frame,) = deliver(tx, rx, decision.message)
         assert frame.outcome is Outcome.DECODED
         assert frame.latent.tobytes() == decision.latent.tobytes()
         assert rx.digest == tx.memory.digest()
@@ -188,5 +177,5 @@ def test_delta_with_a_bad_base_cue_waits_for_a_refresh_of_its_slot():
             assert final.outcome is Outcome.RECOVERED_REFRESH
             assert final.latent.tobytes() == decision.latent.tobytes()
             return
-        _deliver(tx, rx, decision.message)
+        deliver(tx, rx, decision.message)
     pytest.fail("no DELTA was sent")  # pragma: no cover

@@ -29,8 +29,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from shared.accounting import semantic_bits
-from shared.codec import Codec, load_codec
-from shared.config import ConfigError, LinkConfig
+from shared.codec import Codec, codec_for
+from shared.config import LinkConfig
 from shared.protocol import (
     FRAME_MESSAGES,
     Error,
@@ -161,12 +161,7 @@ class TxService:
 
         self.config = config
         self.settings = settings
-        self.codec = codec or load_codec(config.codec)
-        if self.codec.latent_dim != config.latent_dim:
-            raise ConfigError(
-                f"latent_dim={config.latent_dim} but codec {self.codec.name!r} makes "
-                f"{self.codec.latent_dim}-d latents"
-            )
+        self.codec = codec_for(config, codec)
         self.hello = Hello(  # one stream id per process: a restarted Tx is a new Rx session
             role="tx",
             config_digest=config.digest(),
