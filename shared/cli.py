@@ -318,6 +318,35 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return main(args.quick, args.json, args.out, sections)
 
 
+def cmd_snr(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from shared.codec import codec_for
+    from shared.snr import snr_sweep
+    from shared.tables import render_table
+
+    config = config_from_args(args)
+    snrs = [float(v) for v in args.ebn0.split(",")]
+    memories, channels = args.memories.split(","), args.channels.split(",")
+    total = len(snrs) * len(memories) * len(channels)
+    with tqdm(total=total, desc="snr sweep", disable=args.json or None) as bar:
+        rows = snr_sweep(codec_for(config), config, scenario=args.scenario, n_frames=args.frames,
+                         ebn0_db=snrs, memories=memories, channels=channels,
+                         modulation=args.modulation, progress=bar.update)  # fmt: skip
+    if args.out:
+        import csv
+
+        with open(args.out, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    if args.json:
+        _print_json(rows)
+    else:
+        print(render_table(list(rows[0]), [list(r.values()) for r in rows]))
+    return 0
+
+
 # --- parser ---------------------------------------------------------------------------------------
 
 
@@ -385,6 +414,18 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="print JSON instead of tables")
     bench.add_argument("--out", default=None, help="also write the JSON to this file")
     bench.set_defaults(func=cmd_bench)
+
+    snr = sub.add_parser("snr", help="bits/frame, refreshes, PSNR and losses vs channel Eb/N0")
+    snr.add_argument("--scenario", default="low_motion", help="scenario or video file")
+    snr.add_argument("--frames", type=int, default=120, help="frames per run (default 120)")
+    snr.add_argument("--ebn0", default="0,2,4,6,8,10,12,14", help="Eb/N0 values in dB")
+    snr.add_argument("--memories", default="hopfield,vq", help="memory kinds, comma-separated")
+    snr.add_argument("--channels", default="awgn,rayleigh", help="awgn and/or rayleigh")
+    snr.add_argument("--modulation", default="qpsk", choices=("bpsk", "qpsk", "16qam", "64qam"))
+    snr.add_argument("--out", default=None, help="also write a CSV here")
+    snr.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_config_arguments(snr)
+    snr.set_defaults(func=cmd_snr)
 
     scen = sub.add_parser("scenarios", help="list the bundled scenarios and protocols")
     scen.set_defaults(func=cmd_scenarios)
