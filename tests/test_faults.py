@@ -132,8 +132,10 @@ def test_rx_killed_mid_stream_and_restarted(tmp_path: Path) -> None:
     assert o["lost"] >= before["frames"] and o["lost"] >= t["frames_unsent"]
     shown = frames - o["lost"]
     assert shown >= frames - before["frames"] - 30  # the stream resumed (≤ 1 s in flight/unsent)
-    # Re-learned by refreshes (hits on references the new Rx never had) and DIGESTs.
-    assert c["missing_refs"] > 0 and c["refreshes_applied"] > 0
+    # Re-learned: the new Rx found the gap (a hit on a reference it never had, or a DIGEST that
+    # differs; which comes first depends on timing) and refreshes repaired it.
+    assert c["missing_refs"] + c["digest_mismatches"] > 0
+    assert c["refreshes_applied"] > 0
     assert rx_stats["digest"]["agree"] is True
 
 
