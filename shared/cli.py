@@ -340,6 +340,10 @@ def cmd_snr(args: argparse.Namespace) -> int:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
+    if args.plot:
+        from shared.snr import plot_snr
+
+        plot_snr(rows, args.plot)
     if args.json:
         _print_json(rows)
     else:
@@ -423,6 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     snr.add_argument("--channels", default="awgn,rayleigh", help="awgn and/or rayleigh")
     snr.add_argument("--modulation", default="qpsk", choices=("bpsk", "qpsk", "16qam", "64qam"))
     snr.add_argument("--out", default=None, help="also write a CSV here")
+    snr.add_argument("--plot", default=None, help="also write PREFIX.png and PREFIX.svg")
     snr.add_argument("--json", action="store_true", help="print JSON instead of a table")
     add_config_arguments(snr)
     snr.set_defaults(func=cmd_snr)

@@ -113,3 +113,30 @@ def snr_sweep(
                 if progress:
                     progress()
     return rows
+
+
+def plot_snr(rows: list[dict], prefix: str) -> list[str]:
+    """PSNR, bits/frame and concealed frames against Eb/N0; writes ``prefix``.png and .svg."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    panels = (("psnr", "PSNR (dB)"), ("bits_per_frame", "bits/frame (incl. refreshes)"),
+              ("concealed", "concealed frames"))  # fmt: skip
+    for channel, memory in sorted({(r["channel"], r["memory"]) for r in rows}):
+        mine = [r for r in rows if r["channel"] == channel and r["memory"] == memory]
+        style = "-" if channel == "awgn" else "--"
+        for ax, (key, label) in zip(axes, panels, strict=True):
+            ax.plot([r["ebn0_db"] for r in mine], [r[key] for r in mine], style, marker="o",
+                    label=f"{memory}, {channel}")  # fmt: skip
+            ax.set_xlabel("Eb/N0 (dB)")
+            ax.set_ylabel(label)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    paths = [f"{prefix}.png", f"{prefix}.svg"]
+    for path in paths:
+        fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return paths

@@ -4,7 +4,7 @@ from shared.config import build_config
 from shared.snr import snr_sweep
 
 
-def test_errors_fall_and_memories_agree_as_snr_rises(codec):
+def test_errors_fall_and_memories_agree_as_snr_rises(codec, tmp_path):
     config = build_config(read_env=False)
     rows = snr_sweep(codec, config, n_frames=40, ebn0_db=(0, 14), memories=("vq",),
                      channels=("awgn",))  # fmt: skip
@@ -15,3 +15,7 @@ def test_errors_fall_and_memories_agree_as_snr_rises(codec):
     assert low["refreshes"] > 5 and low["concealed"] > high["concealed"]
     assert low["bits_per_frame"] > high["bits_per_frame"]  # refreshes cost bits
     assert high["psnr"] > low["psnr"] + 5
+    from shared.snr import plot_snr
+
+    paths = plot_snr(rows, str(tmp_path / "snr"))
+    assert all((tmp_path / p.rsplit("/", 1)[1]).stat().st_size > 1000 for p in paths)
