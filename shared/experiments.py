@@ -80,15 +80,18 @@ def run_group(
         simulate(c.latents, config, frames=c.frames, decoder=decoder, with_ssim=with_ssim)
         for c in clips
     ]
-    records = [r for run in runs for r in run.records]
-    summary = summarize(
-        records,
+    return GroupResult(config, pool_runs(runs, config), runs)
+
+
+def pool_runs(runs: list[SimResult], config: LinkConfig) -> LinkSummary:
+    """One summary of several clips' runs, pooled frame by frame with their refresh traffic."""
+    return summarize(
+        [r for run in runs for r in run.records],
         config,
         refresh_bits=sum(run.refresh_bits for run in runs),
         feedback_bits=sum(run.feedback_bits for run in runs),
         refreshes=sum(run.summary.refreshes for run in runs),
     )
-    return GroupResult(config, summary, runs)
 
 
 def calibrate(

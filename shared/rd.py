@@ -288,9 +288,9 @@ def run_rd(
     progress: Callable[[str], None] | None = None,
 ) -> RDResult:
     """Sweep every method's knob on every clip; pool per group; BD-rate and H.264 tables."""
-    from shared.accounting import Outcome, summarize
+    from shared.accounting import Outcome
     from shared.codec import load_codec
-    from shared.experiments import prepare_clips
+    from shared.experiments import pool_runs, prepare_clips
     from shared.simulator import simulate
 
     unknown = [m for m in methods if m not in METHODS]
@@ -330,14 +330,7 @@ def run_rd(
                 per_clip[clip.name] = (run, t1 - t0)
             for group, members in groups.items():
                 runs = [per_clip[m][0] for m in members]
-                records = [r for run in runs for r in run.records]
-                s = summarize(
-                    records,
-                    config,
-                    refresh_bits=sum(run.refresh_bits for run in runs),
-                    feedback_bits=sum(run.feedback_bits for run in runs),
-                    refreshes=sum(run.summary.refreshes for run in runs),
-                )
+                s = pool_runs(runs, config)
                 points.append(
                     RDPoint(
                         scope=scopes[group],
