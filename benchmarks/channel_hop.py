@@ -2,26 +2,31 @@
 
 Floors come from the same run: a bare forwarder written with the same websocket library and the
 same settings (no compression, same frame size limit), and a direct connection to the sink.
-Every process here talks only to 127.0.0.1.
+Every process here talks only to 127.0.0.1. The scale section needs two open files per link in
+the channel process (the Tx's socket and the Rx leg's).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from websockets.asyncio.client import connect
+import numpy as np
+from msgpack import unpackb
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
 
-from benchmarks.timing import percentiles
-from shared.protocol import New, encode
+from benchmarks.timing import cpu_seconds, percentiles, rss_mb
+from shared.protocol import Hello, New, ProtocolError, decode, encode
 
 WS_OPTIONS = {"compression": None, "max_size": 1 << 20}
 
@@ -168,76 +173,267 @@ async def hop(sizes=(100, 600), count: int = 2000) -> list[dict]:
     return rows
 
 
-async def scale(links=(1, 10, 100, 500), fps: float = 30.0, seconds: float = 3.0) -> list[dict]:
-    """N links at ``fps`` each through ONE channel process: p99 round trip, drops, CPU.
+# --- scale: N links at 30 fps each through one channel process -----------------------------------
+#
+# Simulated endpoints keep the load light: each Tx is a websocket client that sends a HELLO, waits
+# for the Rx's, then one NEW of 100-600 B every 1/fps s whose ``t`` is its send time on
+# time.monotonic() (CLOCK_MONOTONIC: one clock for every process of the machine). One Rx sink, in
+# its own process so that it does not share an event loop with the senders, answers every leg's
+# HELLO and takes each frame's one-way latency at arrival. The same senders run straight to the
+# sink (the reference for "added" latency), through a bare forwarder process, and through the
+# channel process.
 
-    A channel process carries one link (a second Tx is refused with 4004), so every link beyond
-    the first is counted in ``links_refused``: N links need N channel processes today.
-    """
-    payload = message_of_size(60)  # a HIT-sized message
+SCALE_BYTES = (100, 600)  # frame messages on the wire, drawn uniformly in this range
+BENCH_HELLO = {"config_digest": "bench", "model_digest": "bench"}
+
+
+def frame_latents(count: int = 64, seed: int = 0) -> list[bytes]:
+    """Latent fields that make NEW messages of sizes spread over :data:`SCALE_BYTES`."""
+    overhead = len(message_of_size(0))
+    sizes = np.random.default_rng(seed).integers(SCALE_BYTES[0], SCALE_BYTES[1] + 1, count)
+    return [bytes(max(0, int(size) - overhead)) for size in sizes]
+
+
+async def _rx_sink(commands: Callable[[], Awaitable[str]], reply: Callable[[str], None]) -> None:
+    """The Rx of every link (run in its own process): replies its URL, then answers each
+    ``collect`` with what arrived since the last one, once every leg has closed (or after 10 s)."""
+    got = {"legs": 0, "open": 0, "arrivals": [], "latencies": []}
+
+    async def handler(ws) -> None:
+        try:
+            hello = decode(await ws.recv())
+        except (ConnectionClosed, ProtocolError):
+            return
+        if not isinstance(hello, Hello):
+            return
+        await ws.send(encode(Hello(role="rx", **BENCH_HELLO)))
+        got["legs"] += 1
+        got["open"] += 1
+        arrivals, latencies = got["arrivals"], got["latencies"]
+        try:
+            async for data in ws:
+                now = time.monotonic()
+                arrivals.append(now)
+                latencies.append(now - unpackb(data)["t"])
+        except ConnectionClosed:
+            pass
+        finally:
+            got["open"] -= 1
+
+    async with serve(handler, "127.0.0.1", 0, **WS_OPTIONS) as server:
+        reply(f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/link")
+        while await commands() == "collect":
+            deadline = time.monotonic() + 10
+            while got["open"] and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            reply(json.dumps({k: got[k] for k in ("legs", "arrivals", "latencies")}))
+            got.update(legs=0, arrivals=[], latencies=[])
+
+
+async def _forwarder(
+    commands: Callable[[], Awaitable[str]], reply: Callable[[str], None], target: str
+) -> None:
+    """The bare forwarder in its own process: replies its URL, serves until ``stop``."""
+    async with bare_forwarder(target) as url:
+        reply(url)
+        while await commands() != "stop":
+            pass
+
+
+class ChildProcess:
+    """A helper process of this benchmark (``python -m benchmarks.channel_hop ROLE ...``),
+    driven by one-line commands on its stdin, answering one line on its stdout."""
+
+    def __init__(self, role: str, *args: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.channel_hop", role, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+        self.pid = self.process.pid
+        self.url = self._line()
+
+    def _line(self) -> str:
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"benchmark helper {self.process.args[3:]} exited")
+        return line.decode().strip()
+
+    async def ask(self, command: str) -> str:
+        self.process.stdin.write(f"{command}\n".encode())
+        self.process.stdin.flush()
+        return await asyncio.to_thread(self._line)
+
+    def __enter__(self) -> ChildProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(OSError):
+            self.process.stdin.write(b"stop\n")
+            self.process.stdin.close()
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def _child_main(argv: list[str]) -> None:
+    """Entry point of a :class:`ChildProcess`: ``sink`` or ``forwarder TARGET``."""
+
+    def reply(line: str) -> None:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+
+        async def commands() -> str:
+            line = await loop.run_in_executor(None, sys.stdin.readline)
+            return line.strip() or "stop"  # end of input: the parent is gone
+
+        if argv[0] == "sink":
+            await _rx_sink(commands, reply)
+        else:
+            await _forwarder(commands, reply, argv[1])
+
+    asyncio.run(main())
+
+
+async def _open_link(url: str, number: int) -> ClientConnection | None:
+    """A simulated Tx's link after the HELLO exchange; None if it was refused."""
+    ws = await connect(url, **WS_OPTIONS)
+    try:
+        await ws.send(encode(Hello(role="tx", stream=f"link-{number}", **BENCH_HELLO)))
+        await ws.recv()
+    except ConnectionClosed:
+        return None
+    return ws
+
+
+async def _paced_frames(
+    ws: ClientConnection, number: int, fps: float, start: float, stop: float, latents: list[bytes]
+) -> int:
+    """NEWs at ``fps`` from ``start`` until ``stop`` (late ones go at once); returns how many."""
+    sent = 0
+    with contextlib.suppress(ConnectionClosed):
+        while (due := start + sent / fps) < stop:
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            latent = latents[(number + sent) % len(latents)]
+            await ws.send(encode(New(seq=sent, t=time.monotonic(), slot=number, latent=latent)))
+            sent += 1
+    return sent
+
+
+async def scale_run(
+    url: str,
+    sink: ChildProcess,
+    n: int,
+    fps: float,
+    seconds: float,
+    hop_pid: int | None = None,
+) -> dict:
+    """``n`` links at ``fps`` each for ``seconds`` through ``url`` into ``sink``. CPU in cores
+    busy over the paced window: the senders (this process), the sink, and the hop process with
+    its CPU per delivered message and its RSS when ``hop_pid`` is given."""
+    latents = frame_latents()
+    opened = await asyncio.gather(*(_open_link(url, i) for i in range(n)))
+    links = [ws for ws in opened if ws is not None]
+    start = time.monotonic() + 0.1
+    stop = start + seconds
+    hop_cpu = cpu_seconds(hop_pid) if hop_pid else 0.0
+    senders_cpu, sink_cpu = sum(os.times()[:2]), cpu_seconds(sink.pid)
+    sent = await asyncio.gather(
+        *(
+            _paced_frames(ws, i, fps, start + i / (n * fps), stop, latents)
+            for i, ws in enumerate(links)
+        )
+    )
+    wall = time.monotonic() - start
+    load = {
+        "senders": (sum(os.times()[:2]) - senders_cpu) / wall,
+        "sink": (cpu_seconds(sink.pid) - sink_cpu) / wall,
+    }
+    hop_cpu = cpu_seconds(hop_pid) - hop_cpu if hop_pid else float("nan")
+    rss = rss_mb(hop_pid) if hop_pid else float("nan")
+    await asyncio.gather(*(ws.close() for ws in links))
+    got = json.loads(await sink.ask("collect"))
+    delivered = len(got["latencies"])
+    in_window = sum(1 for t in got["arrivals"] if t <= stop)
+    latency = percentiles(got["latencies"]) if delivered else {}
+    return {
+        "links": len(links),
+        "refused": n - len(links),
+        "legs": got["legs"],
+        "sent": sum(sent),
+        "delivered": delivered,
+        "lost": sum(sent) - delivered,
+        "delivered_msgs_per_s": in_window / seconds,
+        "p50_ms": latency.get("p50_ms", float("nan")),
+        "p99_ms": latency.get("p99_ms", float("nan")),
+        "cpu": hop_cpu / wall,
+        "cpu_us_per_msg": hop_cpu / max(in_window, 1) * 1e6,
+        "rss_mb": rss,
+        "load_cpu": load,
+    }
+
+
+async def scale(links=(1, 10, 100, 500), fps: float = 30.0, seconds: float = 3.0) -> list[dict]:
+    """N links at ``fps`` each through ONE channel process, beside a bare forwarder process and
+    straight to the sink at the same N (the three in turn at each N, so that a machine whose load
+    drifts weighs on all three alike): delivered messages/s, one-way p50/p99 and what the hop adds
+    to it, losses and refusals, and each hop process's CPU (cores, and µs per message) and RSS.
+    ``accounting`` holds the channel run's counts: every frame sent is delivered or lost."""
     rows = []
-    async with echo_sink() as sink, channel_process(sink) as (ch, pid):
-        for n in links:
-            cpu_before = _cpu_seconds(pid)
-            started = time.perf_counter()
-            results = await asyncio.gather(
-                *(_paced_link(ch, payload, fps, seconds, i / (n * fps)) for i in range(n))
-            )
-            wall = time.perf_counter() - started
-            cpu = (_cpu_seconds(pid) - cpu_before) / wall
-            samples = [s for r in results for s in r[0]]
-            sent = sum(r[1] for r in results)
-            rows.append(
-                {
-                    "links": n,
-                    "links_refused": sum(r[2] for r in results),
-                    "offered_msgs_per_s": n * fps,
-                    "sent": sent,
-                    "echoed": len(samples),
-                    "lost": sent - len(samples),
-                    "rtt_p50_ms": percentiles(samples)["p50_ms"] if samples else float("nan"),
-                    "rtt_p99_ms": percentiles(samples)["p99_ms"] if samples else float("nan"),
-                    "channel_cpu": cpu,
-                }
-            )
+    with ChildProcess("sink") as sink, ChildProcess("forwarder", sink.url) as forwarder:
+        async with channel_process(sink.url) as (channel_url, channel_pid):
+            for n in links:
+                direct = await scale_run(sink.url, sink, n, fps, seconds)
+                bare = await scale_run(forwarder.url, sink, n, fps, seconds, forwarder.pid)
+                before = await _frames_counted(channel_url)
+                run = await scale_run(channel_url, sink, n, fps, seconds, channel_pid)
+                after = await _frames_counted(channel_url)
+                accounting = {k: run[k] for k in ("sent", "delivered", "lost", "refused", "legs")}
+                accounting["channel_frames_in"] = after[0] - before[0]
+                accounting["channel_frames_out"] = after[1] - before[1]
+                rows.append(
+                    {
+                        "links": n,
+                        "offered_msgs_per_s": n * fps,
+                        "delivered_msgs_per_s": run["delivered_msgs_per_s"],
+                        "delivered_msgs_per_s_bare": bare["delivered_msgs_per_s"],
+                        "lost": run["lost"],
+                        "refused": run["refused"],
+                        "p50_ms_direct": direct["p50_ms"],
+                        "p99_ms_direct": direct["p99_ms"],
+                        "added_p50_ms": run["p50_ms"] - direct["p50_ms"],
+                        "added_p99_ms": run["p99_ms"] - direct["p99_ms"],
+                        "added_p50_ms_bare": bare["p50_ms"] - direct["p50_ms"],
+                        "added_p99_ms_bare": bare["p99_ms"] - direct["p99_ms"],
+                        "channel_cpu": run["cpu"],
+                        "bare_cpu": bare["cpu"],
+                        "channel_us_per_msg": run["cpu_us_per_msg"],
+                        "bare_us_per_msg": bare["cpu_us_per_msg"],
+                        "channel_rss_mb": run["rss_mb"],
+                        "load_cpu": run["load_cpu"],
+                        "accounting": accounting,
+                    }
+                )
     return rows
 
 
-async def _paced_link(url, payload, fps, seconds, offset):
-    try:
-        return await _paced_link_inner(url, payload, fps, seconds, offset)
-    except ConnectionClosed:  # the channel carries one link per process (close 4004)
-        return [], 0, True
+async def _frames_counted(channel_url: str) -> tuple[int, int]:
+    """NEW messages the channel took in and sent on so far (summed over its links)."""
+    import httpx
+
+    base = channel_url.replace("ws://", "http://").removesuffix("/link")
+    async with httpx.AsyncClient() as client:
+        forward = (await client.get(f"{base}/stats")).json()["directions"]["tx_to_rx"]
+    return forward["types_in"].get("new", 0), forward["types_out"].get("new", 0)
 
 
-async def _paced_link_inner(url, payload, fps, seconds, offset):
-    samples: list[float] = []
-    sent = 0
-    async with connect(url, **WS_OPTIONS) as ws:
-        pending: asyncio.Queue[float] = asyncio.Queue()
-
-        async def reader():
-            with contextlib.suppress(ConnectionClosed):
-                while True:
-                    await ws.recv()
-                    samples.append(time.perf_counter() - await pending.get())
-
-        task = asyncio.create_task(reader())
-        await asyncio.sleep(offset)
-        start = time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            pending.put_nowait(time.perf_counter())
-            await ws.send(payload)
-            sent += 1
-            target = start + sent / fps
-            await asyncio.sleep(max(0.0, target - time.perf_counter()))
-        await asyncio.sleep(0.5)  # let the last echoes come back
-        task.cancel()
-    return samples, sent, False
-
-
-def _cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
+if __name__ == "__main__":
+    _child_main(sys.argv[1:])

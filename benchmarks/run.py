@@ -21,6 +21,8 @@ def run_bench(quick: bool, sections: tuple[str, ...] = SECTIONS) -> dict:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
         f"python {platform.python_version()}",
         "quick": quick,
+        "notes": [],
+        "load_average_start": os.getloadavg()[0],  # other jobs on the machine weigh on timings
     }
     started = time.perf_counter()
     if "codec" in sections:
@@ -34,15 +36,28 @@ def run_bench(quick: bool, sections: tuple[str, ...] = SECTIONS) -> dict:
         links = (1, 10) if quick else (1, 10, 100, 500)
         results["scale"] = asyncio.run(channel_hop.scale(links, seconds=1.0 if quick else 3.0))
     if "pipeline" in sections:
-        results["pipeline"] = pipeline.run(frames=60 if quick else 300)
+        from shared.codec import CODECS
+
+        frames = 60 if quick else 300
+        results["pipeline"] = pipeline.run(frames=frames)
+        large = [n for n in codec.shipped_codecs() if CODECS[n].frame_size == 128]
+        if large:
+            results["pipeline"] += pipeline.run(frames=frames, codec=large[0])
+        else:
+            results["notes"].append(
+                "pipeline: no 128x128 codec shipped (none registered with frame_size 128 and "
+                "its weights present), so only 64x64 rows"
+            )
     results["seconds"] = time.perf_counter() - started
+    results["load_average_end"] = os.getloadavg()[0]
     return results
 
 
 def print_tables(results: dict) -> None:
-    print(f"machine: {results['machine']}; {results['seconds']:.0f} s")
+    load = f"{results['load_average_start']:.1f} → {results['load_average_end']:.1f}"
+    print(f"machine: {results['machine']}; {results['seconds']:.0f} s; load average {load}")
     for section, rows in results.items():
-        if not isinstance(rows, list) or not rows:
+        if not isinstance(rows, list) or not rows or not isinstance(rows[0], dict):
             continue
         headers = list(
             dict.fromkeys(k for r in rows for k, v in r.items() if not isinstance(v, dict))
@@ -52,7 +67,9 @@ def print_tables(results: dict) -> None:
         for row in rows:
             if "rss_mb" in row:
                 rss = ", ".join(f"{k} {v:.0f} MB" for k, v in row["rss_mb"].items())
-                print(f"  resident memory ({row['path']}): {rss}")
+                print(f"  resident memory ({row['path']}, {row['codec']}): {rss}")
+    for note in results["notes"]:
+        print(f"\nnote: {note}")
 
 
 def main(quick: bool, as_json: bool, out: str | None, sections: tuple[str, ...]) -> int:

@@ -1,7 +1,9 @@
-"""Small timing helpers shared by the benchmarks (best-of-repeats, percentiles)."""
+"""Small helpers shared by the benchmarks: best-of-repeats timing, percentiles, and a process's
+CPU time and resident memory read from /proc."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 
@@ -38,3 +40,19 @@ def copy_bandwidth(nbytes: int) -> float:
 def percentiles(samples_s: list[float]) -> dict[str, float]:
     arr = np.asarray(samples_s) * 1e3
     return {"p50_ms": float(np.percentile(arr, 50)), "p99_ms": float(np.percentile(arr, 99))}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by process ``pid``."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of process ``pid`` in MiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")

@@ -9,8 +9,10 @@ torch.
 Each direction has its own impairments, applied in the fixed order documented in
 :mod:`channel.impairments`, each with its own random generator
 ``np.random.default_rng([seed, name_hash(name), direction_index])``, so setting, changing or
-clearing one impairment never changes another's draws, and one seed reproduces a run. A message
-with no impairment set on its direction is forwarded at once, without being decoded.
+clearing one impairment never changes another's draws, and one seed reproduces a run. A channel
+process carrying several links gives each its own core with a ``link`` number, appended to every
+key (link 0 keeps the keys above), so links draw independent streams. A message with no
+impairment set on its direction is forwarded at once, without being decoded.
 """
 
 from __future__ import annotations
@@ -72,15 +74,16 @@ class _Direction:
 class ChannelCore:
     """Impairs the messages of both directions of one link; see the module docstring."""
 
-    def __init__(self, config: LinkConfig, seed: int = 0) -> None:
-        if seed < 0:
-            raise ValueError(f"seed must be non-negative, got {seed}")
+    def __init__(self, config: LinkConfig, seed: int = 0, link: int = 0) -> None:
+        if seed < 0 or link < 0:
+            raise ValueError(f"seed and link must be non-negative, got {seed}, {link}")
         self.config = config
         self.seed = seed
+        self._link_key = [link] if link else []  # link 0: the single-link streams
         self._directions = {name: _Direction(i) for i, name in enumerate(DIRECTIONS)}
         self._rngs: dict[tuple[str, str], np.random.Generator] = {}
         self._event_rng = np.random.default_rng(
-            [seed, name_hash("corruption_event"), len(DIRECTIONS)]
+            [seed, name_hash("corruption_event"), len(DIRECTIONS), *self._link_key]
         )
         self._events = {"corrupt": 0, "id_desync": 0, "prototype_noise": 0}
 
@@ -117,12 +120,15 @@ class ChannelCore:
     def next_poll_at(self) -> float | None:
         """The earliest time :meth:`poll` has something to release (None: nothing held);
         ``-inf`` when something is already waiting."""
-        times = []
+        due = None  # called for every message: no temporary lists
         for d in self._directions.values():
             if d.released:
                 return -math.inf
-            times.extend(t for s in d.stages if (t := s.impairment.next_due()) is not None)
-        return min(times, default=None)
+            for stage in d.stages:
+                t = stage.impairment.next_due()
+                if t is not None and (due is None or t < due):
+                    due = t
+        return due
 
     def _run(self, d: _Direction, items: list[InFlight], start: int) -> list[InFlight]:
         for stage in d.stages[start:]:
@@ -163,7 +169,8 @@ class ChannelCore:
         impairment = cls(cls.validate(attributes, where), self.config)
         key = (direction, name)
         if key not in self._rngs:  # kept for the core's life: re-adding continues the stream
-            self._rngs[key] = np.random.default_rng([self.seed, name_hash(name), d.index])
+            entropy = [self.seed, name_hash(name), d.index, *self._link_key]
+            self._rngs[key] = np.random.default_rng(entropy)
         d.stages.append(_Stage(name, impairment, self._rngs[key]))
         d.stages.sort(key=lambda s: PIPELINE_ORDER.index(s.name))
         return impairment.state()
@@ -194,6 +201,14 @@ class ChannelCore:
         """``{direction: {name: {attributes..., "counters": {...}}}}`` in pipeline order."""
         return {
             name: {s.name: s.impairment.state() for s in d.stages}
+            for name, d in self._directions.items()
+        }
+
+    def impairment_attributes(self) -> dict:
+        """``{direction: {name: attributes}}``: what another core needs to copy this pipeline
+        (:meth:`impairments` also carries counters and derived state that are not settable)."""
+        return {
+            name: {s.name: s.impairment.attributes.model_dump() for s in d.stages}
             for name, d in self._directions.items()
         }
 

@@ -1,11 +1,17 @@
 """The channel process: a websocket proxy between Tx and Rx that impairs the link, plus REST.
 
-The Tx connects to ``/link``; for each Tx link the channel dials the Rx (``--rx-url``) and moves
-every message of both directions through :meth:`ChannelCore.on_data`, sending each delivery at
-its ``at`` (one :class:`Outbox` per direction: a heap in (time, arrival) order and a sender task,
-so equal times keep their order). Messages the core holds (reorder, delay) are released by a poll
-task woken at :meth:`ChannelCore.next_poll_at`. The handshake goes through the core too: HELLO,
-BYE, ERROR and CORRUPT are control plane and pass untouched unless an impairment names them.
+Each Tx connects to ``/link``; for each Tx link the channel dials the Rx (``--rx-url``), and one
+process carries up to ``--max-links`` links at once (beyond that a Tx is refused with 4004). Each
+link has its own :class:`ChannelCore`, seeded with the channel's seed and the link's number, so
+links draw independent, reproducible impairments from the same settings (the REST API edits those
+settings for every link at once). Every message of both directions goes through the link's
+:meth:`ChannelCore.on_data`, and each delivery is sent at its ``at`` (one :class:`Outbox` per
+direction: a heap in (time, arrival) order and a sender task, so equal times keep their order).
+Messages the core holds (reorder, delay) are released by a poll task woken at
+:meth:`ChannelCore.next_poll_at`. The handshake goes through the core too: HELLO, BYE, ERROR and
+CORRUPT are control plane and pass untouched unless an impairment names them. ``/stats`` and
+``/metrics`` sum the counters over every link, ended ones included; ``open_links`` lists each
+open link's own.
 
 When one side closes, what is still queued towards the other side is delivered (up to
 ``--flush-timeout``), then the other side is closed with the same code and reason, so a refusal
@@ -14,9 +20,9 @@ by the Rx (4001-4003) reaches the Tx as it was sent.
 REST control API (Toxiproxy-like): ``GET /impairments``, ``PUT /impairments/{direction}/{name}``
 (JSON attributes, merged into an existing impairment), ``DELETE /impairments/{direction}/{name}``,
 ``DELETE /impairments``, ``POST /events/corrupt`` (one-shot corruption of the Rx memory),
-``GET /impairments/schemas`` (every impairment's attributes as JSON schema). The channel also
-serves the live dashboard at ``/dashboard/`` (:mod:`shared.dashboard`; ``--rx-api``/``--tx-api``
-tell the page where the other processes are).
+``GET /impairments/schemas`` (every impairment's attributes as JSON schema); a corruption event
+goes to every open link. The channel also serves the live dashboard at ``/dashboard/``
+(:mod:`shared.dashboard`; ``--rx-api``/``--tx-api`` tell the page where the other processes are).
 
 This module must not import torch (checked by a test): the channel needs no codec.
 """
@@ -28,7 +34,7 @@ import contextlib
 import heapq
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Request, WebSocket
@@ -60,10 +66,14 @@ _UNSENDABLE = {1005: (1000, ""), 1006: (1011, "peer connection lost")}  # RFC 64
 
 
 class Outbox:
-    """Sends one direction's deliveries at their times, in (time, arrival) order, over the
-    websocket of the current link (:meth:`run` serves one link; counters span all links)."""
+    """Sends one direction's deliveries of one link at their times, in (time, arrival) order.
 
-    def __init__(self) -> None:
+    A delivery due at once with nothing queued before it goes out from the caller's task
+    (:meth:`offer`): the common case, no impairment holding anything, then costs no heap and no
+    task switch. The rest waits in the heap for the sender task (:meth:`run`)."""
+
+    def __init__(self, send: Callable[[bytes], Awaitable[Any]]) -> None:
+        self._send = send
         self._heap: list[tuple[float, int, bytes]] = []
         self._count = 0
         self._wake = asyncio.Event()
@@ -72,7 +82,7 @@ class Outbox:
         self.sent = 0
         self.failed = 0
         self.discarded = 0  # queued when a link ended and could not be flushed
-        self._sending = False
+        self._in_flight = 0  # sends awaiting the socket (the sender task's, and offer's)
 
     def __len__(self) -> int:
         return len(self._heap)
@@ -80,7 +90,14 @@ class Outbox:
     @property
     def idle(self) -> bool:
         """Nothing queued and no send in progress."""
-        return not self._heap and not self._sending
+        return not self._heap and not self._in_flight
+
+    async def offer(self, delivery: Delivery, now: float) -> None:
+        """Send ``delivery`` now if it is due and would be next anyway, else queue it."""
+        if delivery.at <= now and self.idle:
+            await self._send_one(delivery.data)
+        else:
+            self.push(delivery)
 
     def push(self, delivery: Delivery) -> None:
         self._count += 1
@@ -98,7 +115,7 @@ class Outbox:
         self._heap.clear()
         self._space.set()
 
-    async def run(self, send: Callable[[bytes], Awaitable[Any]]) -> None:
+    async def run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             if not self._heap:
@@ -115,31 +132,176 @@ class Outbox:
             _, _, data = heapq.heappop(self._heap)
             if len(self._heap) < MAX_BACKLOG // 2:
                 self._space.set()
-            self._sending = True
-            try:
-                await send(data)
-                self.sent += 1
-            except Exception:  # the peer is gone; its reader reports the close
-                self.failed += 1
-            finally:
-                self._sending = False
+            await self._send_one(data)
+
+    async def _send_one(self, data: bytes) -> None:
+        self._in_flight += 1
+        try:
+            await self._send(data)
+            self.sent += 1
+        except Exception:  # the peer is gone; its reader reports the close
+            self.failed += 1
+        finally:
+            self._in_flight -= 1
 
 
 class _Link:
-    """One Tx link and its Rx leg."""
+    """One Tx link and its Rx leg: its own impairment pipeline (a core seeded with the link's
+    number), its own outboxes and poll task. Links share nothing but the impairment settings."""
 
-    def __init__(self, tx: WebSocket, rx: ClientConnection) -> None:
+    def __init__(self, number: int, core: ChannelCore, tx: WebSocket, rx: ClientConnection) -> None:
+        self.number = number
+        self.core = core
         self.tx, self.rx = tx, rx
-        self.senders = {"tx_to_rx": rx.send, "rx_to_tx": tx.send_bytes}
+        self.state = LinkState.STREAMING
+        self.outboxes = {"tx_to_rx": Outbox(rx.send), "rx_to_tx": Outbox(tx.send_bytes)}
+        self._wake = asyncio.Event()
+        self._next_poll: float | None = None
+
+    async def run(self, flush_timeout: float) -> tuple[int, str, str]:
+        """Carry both directions until one side closes, deliver what is queued towards the other
+        (up to ``flush_timeout``), then close it alike. Returns (code, reason, closed by)."""
+        tasks = [asyncio.create_task(outbox.run()) for outbox in self.outboxes.values()]
+        tasks.append(asyncio.create_task(self._poll_loop()))
+        from_tx = asyncio.create_task(self._pump_tx(), name="channel-from-tx")
+        from_rx = asyncio.create_task(self._pump_rx(), name="channel-from-rx")
+        try:
+            done, _ = await asyncio.wait({from_tx, from_rx}, return_when=asyncio.FIRST_COMPLETED)
+            first = done.pop()
+            code, reason = first.result()
+            closer, other = ("tx", "tx_to_rx") if first is from_tx else ("rx", "rx_to_tx")
+            log.info("link %d: %s closed it (%d %s)", self.number, closer, code, reason)
+            await self._flush(other, flush_timeout)
+            sent_code, sent_reason = _UNSENDABLE.get(code, (code, reason))
+            if closer == "tx":
+                await self.rx.close(sent_code, sent_reason)
+            else:
+                with contextlib.suppress(Exception):
+                    await self.tx.close(sent_code, sent_reason)
+            return code, reason, closer
+        finally:
+            for task in (from_tx, from_rx, *tasks):
+                task.cancel()
+            with contextlib.suppress(Exception):
+                await self.rx.close()
+            self.state = LinkState.CLOSED
+
+    def retire(self, now: float) -> None:
+        """The link is over: what the core still holds and what is queued is discarded (and
+        counted so: ``messages_in + duplicated == messages_out + dropped`` still holds)."""
+        self.core.clear_all()
+        for direction, delivery in self.core.poll(now):
+            self.outboxes[direction].push(delivery)
+        for outbox in self.outboxes.values():
+            outbox.clear()
+
+    # -- the data path ----------------------------------------------------------------------------
+
+    async def _pump_tx(self) -> tuple[int, str]:
+        loop = asyncio.get_running_loop()
+        while True:
+            event = await self.tx.receive()
+            if event["type"] == "websocket.disconnect":
+                return event.get("code", 1005), event.get("reason") or ""
+            data = event.get("bytes")
+            if data is None:  # text is not our protocol; forward it as bytes for the Rx to reject
+                data = (event.get("text") or "").encode()
+            await self._forward("tx_to_rx", data, loop.time())
+
+    async def _pump_rx(self) -> tuple[int, str]:
+        loop = asyncio.get_running_loop()
+        try:
+            async for data in self.rx:
+                if isinstance(data, str):
+                    data = data.encode()
+                await self._forward("rx_to_tx", data, loop.time())
+        except ConnectionClosed:
+            pass
+        close = self.rx.protocol.close_rcvd
+        return (close.code, close.reason) if close else (1006, "receiver connection lost")
+
+    async def _forward(self, direction: str, data: bytes, now: float) -> None:
+        outbox = self.outboxes[direction]
+        deliveries = self.core.on_data(direction, data, now)
+        if len(deliveries) == 1:
+            await outbox.offer(deliveries[0], now)
+        else:
+            for delivery in deliveries:
+                outbox.push(delivery)
+        self.poke()
+        if len(outbox) >= MAX_BACKLOG:
+            await outbox.wait_space()
+
+    async def _flush(self, direction: str, timeout: float) -> None:
+        """Deliver what is still queued or held towards the side that stays open."""
+        outbox = self.outboxes[direction]
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while not outbox.idle or self.core.stats()[direction]["held"]:
+                    await asyncio.sleep(0.005)
+
+    # -- held deliveries --------------------------------------------------------------------------
+
+    def poke(self, force: bool = False) -> None:
+        """Wake the poll task if the core now holds something due before it would wake (or
+        ``force``: an impairment was cleared and released what it held)."""
+        due = self.core.next_poll_at()
+        if force or (due is not None and (self._next_poll is None or due < self._next_poll)):
+            self._wake.set()
+
+    async def _poll_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due = self.core.next_poll_at()
+            now = loop.time()
+            if due is not None and due <= now:
+                for direction, delivery in self.core.poll(now):
+                    self.outboxes[direction].push(delivery)
+                continue
+            self._next_poll = due
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(None if due is None else max(due - now, 0.0005)):
+                    await self._wake.wait()
+            self._next_poll = None
+
+    # -- observation ------------------------------------------------------------------------------
+
+    def counts(self) -> dict[str, Any]:
+        """What this link did, in the shape the service sums over links."""
+        stats = self.core.stats()
+        events = stats.pop("events")
+        outbox = {
+            d: {
+                "queued": len(o),
+                "sent": o.sent,
+                "send_failures": o.failed,
+                "discarded": o.discarded,
+            }
+            for d, o in self.outboxes.items()
+        }
+        return {"directions": stats, "events": events, "outbox": outbox}
+
+
+def add_counts(total: dict[str, Any], more: Mapping[str, Any]) -> dict[str, Any]:
+    """Add the numbers of ``more`` into ``total`` key by key, recursing into mappings."""
+    for key, value in more.items():
+        if isinstance(value, Mapping):
+            add_counts(total.setdefault(key, {}), value)
+        else:
+            total[key] = total.get(key, 0) + value
+    return total
 
 
 # --- stats models --------------------------------------------------------------------------------
 
 
 class ChannelLinkStats(BaseModel):
-    state: LinkState
+    state: LinkState  # streaming while any link streams
     rx_url: str
-    links: int
+    links: int  # links opened since start (Tx accepted and Rx reached)
+    active: int  # links open now (including those dialing the Rx)
+    max_links: int
     links_refused: int
     rx_connect_failures: int
     last_close_code: int | None
@@ -154,13 +316,30 @@ class OutboxStats(BaseModel):
     discarded: int
 
 
+class LinkDirectionStats(BaseModel):
+    messages_in: int
+    messages_out: int
+    dropped: int
+    held: int
+    queued: int
+
+
+class OpenLinkStats(BaseModel):
+    """One open link: its own counters (the service's totals sum them)."""
+
+    number: int  # in opening order; seeds its impairments
+    state: LinkState
+    directions: dict[str, LinkDirectionStats]
+
+
 class ChannelStats(BaseModel):
     service: str = "channel"
     link: ChannelLinkStats
-    directions: dict[str, dict[str, Any]]  # ChannelCore.stats() per direction
+    directions: dict[str, dict[str, Any]]  # ChannelCore.stats() per direction, summed over links
     events: dict[str, int]  # one-shot events sent to the Rx
-    impairments: dict[str, dict[str, Any]]  # ChannelCore.impairments()
+    impairments: dict[str, dict[str, Any]]  # the shared settings (GET /impairments)
     outbox: dict[str, OutboxStats]
+    open_links: list[OpenLinkStats]
 
 
 class CorruptEvent(BaseModel):
@@ -175,13 +354,14 @@ class CorruptResult(BaseModel):
     rho: float
     sigma: float
     bytes: int
+    links: int  # one event per open link, each to its own Rx leg
 
 
 # --- the shell -----------------------------------------------------------------------------------
 
 
 class ChannelService:
-    """The channel's I/O shell: the proxy link, the poll task, the control API's backend."""
+    """The channel's I/O shell: the links, the control API's backend, the totals."""
 
     name = "channel"
 
@@ -192,33 +372,30 @@ class ChannelService:
             raise ConfigError(str(exc)) from None
         self.config = config
         self.settings = settings
-        self.core = ChannelCore(config, seed=config.seed)
+        # The impairment settings every link runs (it carries no traffic): the REST API edits it
+        # and each link's core follows; a new link starts from it.
+        self.template = ChannelCore(config, seed=config.seed)
         for direction, name, attributes in startup_impairments(settings):
             try:
-                self.core.set_impairment(direction, name, attributes)
+                self.template.set_impairment(direction, name, attributes)
             except ImpairmentError as exc:
                 raise ConfigError(f"startup impairment: {exc}") from None
-        self.state = LinkState.IDLE
-        self.link: _Link | None = None
+        self.open: dict[int, _Link] = {}
+        self.dialing = 0  # Tx links accepted, Rx not reached yet (they count towards the cap)
         self.links = 0
         self.links_refused = 0
         self.rx_connect_failures = 0
         self.last_close: tuple[int, str, str] | None = None
-        self.outboxes = {d: Outbox() for d in DIRECTIONS}
-        self._wake = asyncio.Event()
-        self._next_poll: float | None = None
-        self._poller: asyncio.Task | None = None
+        self._ended = self._counts_of_none()  # what links that ended did
+        self._ended_counters: dict[tuple[str, str], dict[str, int]] = {}  # by impairment set
 
     # -- lifespan ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._poller = asyncio.create_task(self._poll_loop(), name="channel-poll")
+        _allow_open_files(2 * self.settings.max_links + 64)  # a link holds two sockets
 
     async def stop(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
-        link = self.link
-        if link is not None:
+        for link in list(self.open.values()):
             with contextlib.suppress(Exception):
                 await link.rx.close(CloseCode.GOING_AWAY, "channel shutting down")
             with contextlib.suppress(Exception):
@@ -226,15 +403,23 @@ class ChannelService:
 
     wait_finished = staticmethod(never_finished)
 
-    # -- the link ---------------------------------------------------------------------------------
+    # -- the links --------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> LinkState:
+        if any(link.state is LinkState.STREAMING for link in self.open.values()):
+            return LinkState.STREAMING
+        return LinkState.CONNECTING if self.dialing else LinkState.IDLE
 
     async def serve_link(self, tx: WebSocket) -> None:
         await tx.accept()
-        if self.link is not None or self.state is not LinkState.IDLE:
+        cap = self.settings.max_links
+        if len(self.open) + self.dialing >= cap:
             self.links_refused += 1
-            await tx.close(CloseCode.LINK_BUSY, "the channel already serves a link")
+            reason = f"the channel already serves {cap} links (--max-links {cap})"
+            await tx.close(CloseCode.LINK_BUSY, reason)
             return
-        self.state = LinkState.CONNECTING
+        self.dialing += 1
         try:
             rx = await connect(
                 self.settings.rx_url,
@@ -245,135 +430,104 @@ class ChannelService:
             )
         except Exception as exc:  # refused, timeout, bad URL: the Tx retries with backoff
             self.rx_connect_failures += 1
-            self.state = LinkState.IDLE
             log.warning("cannot reach the receiver at %s: %s", self.settings.rx_url, exc)
             await tx.close(CloseCode.RX_UNREACHABLE, f"receiver unreachable: {exc}"[:123])
             return
-        link = self.link = _Link(tx, rx)
-        self.links += 1
-        self.state = LinkState.STREAMING
-        senders = [asyncio.create_task(self.outboxes[d].run(link.senders[d])) for d in DIRECTIONS]
-        from_tx = asyncio.create_task(self._pump_tx(link), name="channel-from-tx")
-        from_rx = asyncio.create_task(self._pump_rx(link), name="channel-from-rx")
-        try:
-            done, _ = await asyncio.wait({from_tx, from_rx}, return_when=asyncio.FIRST_COMPLETED)
-            first = done.pop()
-            code, reason = first.result()
-            closer, other = ("tx", "tx_to_rx") if first is from_tx else ("rx", "rx_to_tx")
-            self.last_close = (code, reason, closer)
-            log.info("%s closed the link (%d %s)", closer, code, reason)
-            await self._flush(other)
-            code, reason = _UNSENDABLE.get(code, (code, reason))
-            if closer == "tx":
-                await link.rx.close(code, reason)
-            else:
-                with contextlib.suppress(Exception):
-                    await link.tx.close(code, reason)
         finally:
-            for task in (from_tx, from_rx, *senders):
-                task.cancel()
-            with contextlib.suppress(Exception):
-                await link.rx.close()
-            for outbox in self.outboxes.values():
-                outbox.clear()
-            self.link = None
-            self.state = LinkState.IDLE
-
-    async def _pump_tx(self, link: _Link) -> tuple[int, str]:
-        loop = asyncio.get_running_loop()
-        while True:
-            event = await link.tx.receive()
-            if event["type"] == "websocket.disconnect":
-                return event.get("code", 1005), event.get("reason") or ""
-            data = event.get("bytes")
-            if data is None:  # text is not our protocol; forward it as bytes for the Rx to reject
-                data = (event.get("text") or "").encode()
-            await self._forward("tx_to_rx", data, loop.time())
-
-    async def _pump_rx(self, link: _Link) -> tuple[int, str]:
-        loop = asyncio.get_running_loop()
+            self.dialing -= 1
+        number = self.links
+        self.links += 1
+        link = self.open[number] = _Link(number, self._new_core(number), tx, rx)
         try:
-            async for data in link.rx:
-                if isinstance(data, str):
-                    data = data.encode()
-                await self._forward("rx_to_tx", data, loop.time())
-        except ConnectionClosed:
-            pass
-        close = link.rx.protocol.close_rcvd
-        return (close.code, close.reason) if close else (1006, "receiver connection lost")
+            self.last_close = await link.run(self.settings.flush_timeout)
+        finally:
+            del self.open[number]
+            self._retire(link)
 
-    async def _forward(self, direction: str, data: bytes, now: float) -> None:
-        outbox = self.outboxes[direction]
-        for delivery in self.core.on_data(direction, data, now):
-            outbox.push(delivery)
-        self._poke()
-        if len(outbox) >= MAX_BACKLOG:
-            await outbox.wait_space()
+    def _new_core(self, number: int) -> ChannelCore:
+        core = ChannelCore(self.config, seed=self.config.seed, link=number)
+        for direction, stages in self.template.impairment_attributes().items():
+            for name, attributes in stages.items():
+                core.set_impairment(direction, name, attributes)
+        return core
 
-    async def _flush(self, direction: str) -> None:
-        """Deliver what is still queued or held towards the side that stays open."""
-        outbox = self.outboxes[direction]
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.settings.flush_timeout):
-                while not outbox.idle or self.core.stats()[direction]["held"]:
-                    await asyncio.sleep(0.005)
+    def _retire(self, link: _Link) -> None:
+        """Keep what an ended link did in the totals."""
+        for direction, stages in link.core.impairments().items():
+            for name, state in stages.items():
+                add_counts(
+                    self._ended_counters.setdefault((direction, name), {}), state["counters"]
+                )
+        link.retire(asyncio.get_running_loop().time())
+        add_counts(self._ended, link.counts())
 
-    # -- held deliveries --------------------------------------------------------------------------
-
-    def _poke(self) -> None:
-        """Wake the poll task if the core now holds something due before it would wake."""
-        due = self.core.next_poll_at()
-        if due is not None and (self._next_poll is None or due < self._next_poll):
-            self._wake.set()
-
-    async def _poll_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            due = self.core.next_poll_at()
-            now = loop.time()
-            if due is not None and due <= now:
-                for direction, delivery in self.core.poll(now):
-                    if self.link is not None:
-                        self.outboxes[direction].push(delivery)
-                continue
-            self._next_poll = due
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(None if due is None else max(due - now, 0.0005)):
-                    await self._wake.wait()
-            self._next_poll = None
+    def _counts_of_none(self) -> dict[str, Any]:
+        """Zero counters in the shape of :meth:`_Link.counts` (the template carries no traffic)."""
+        stats = self.template.stats()
+        events = stats.pop("events")
+        zero = {"queued": 0, "sent": 0, "send_failures": 0, "discarded": 0}
+        return {
+            "directions": stats,
+            "events": events,
+            "outbox": {d: dict(zero) for d in DIRECTIONS},
+        }
 
     # -- control ----------------------------------------------------------------------------------
 
     def corrupt(self, event: CorruptEvent) -> CorruptResult:
-        link = self.link
-        if link is None or self.state is not LinkState.STREAMING:
+        """One event per open link, each drawn from that link's own event stream."""
+        links = [link for link in self.open.values() if link.state is LinkState.STREAMING]
+        if not links:
             raise HTTPException(409, "no link: a corruption event needs a connected Tx and Rx")
-        try:
-            data = self.core.corruption_event(event.rho, event.sigma)
-        except ImpairmentError as exc:
-            raise HTTPException(400, str(exc)) from None
-        self.outboxes["tx_to_rx"].push(Delivery(data, asyncio.get_running_loop().time()))
-        return CorruptResult(sent=True, rho=event.rho, sigma=event.sigma, bytes=len(data))
+        now = asyncio.get_running_loop().time()
+        for link in links:
+            try:
+                data = link.core.corruption_event(event.rho, event.sigma)
+            except ImpairmentError as exc:
+                raise HTTPException(400, str(exc)) from None
+            link.outboxes["tx_to_rx"].push(Delivery(data, now))
+        return CorruptResult(
+            sent=True, rho=event.rho, sigma=event.sigma, bytes=len(data), links=len(links)
+        )
 
     def set_impairment(self, direction: str, name: str, attributes: Any) -> dict:
         try:
-            state = self.core.set_impairment(direction, name, attributes)
+            self.template.set_impairment(direction, name, attributes)
         except ImpairmentError as exc:
             raise HTTPException(400, str(exc)) from None
-        self._poke()
-        return state
+        for link in self.open.values():
+            link.core.set_impairment(direction, name, attributes)
+            link.poke()
+        return self.impairments()[direction][name]
 
     def clear_impairment(self, direction: str, name: str) -> None:
         try:
-            self.core.clear_impairment(direction, name)
+            self.template.clear_impairment(direction, name)
         except ImpairmentError as exc:
             raise HTTPException(404, str(exc)) from None
-        self._wake.set()  # released messages go out at the next poll
+        self._ended_counters.pop((direction, name), None)
+        for link in self.open.values():
+            link.core.clear_impairment(direction, name)
+            link.poke(force=True)  # released messages go out at the next poll
 
     def clear_all(self) -> None:
-        self.core.clear_all()
-        self._wake.set()
+        self.template.clear_all()
+        self._ended_counters.clear()
+        for link in self.open.values():
+            link.core.clear_all()
+            link.poke(force=True)
+
+    def impairments(self) -> dict[str, dict[str, Any]]:
+        """The shared settings; each impairment's counters summed over the links that ran
+        under it since it was set."""
+        out = self.template.impairments()
+        for (direction, name), counters in self._ended_counters.items():
+            add_counts(out[direction][name]["counters"], counters)
+        for link in self.open.values():  # every link's core mirrors the template's impairments
+            for direction, stages in link.core.impairments().items():
+                for name, state in stages.items():
+                    add_counts(out[direction][name]["counters"], state["counters"])
+        return out
 
     # -- stats ------------------------------------------------------------------------------------
 
@@ -381,29 +535,53 @@ class ChannelService:
         return Health(service=self.name, link=self.state)
 
     def snapshot(self) -> ChannelStats:
-        stats = self.core.stats()
-        events = stats.pop("events")
+        totals = add_counts({}, self._ended)
+        open_links = []
+        for number in sorted(self.open):
+            link = self.open[number]
+            counts = link.counts()
+            add_counts(totals, counts)
+            directions = {
+                d: LinkDirectionStats(
+                    messages_in=s["messages_in"],
+                    messages_out=s["messages_out"],
+                    dropped=s["dropped"],
+                    held=s["held"],
+                    queued=counts["outbox"][d]["queued"],
+                )
+                for d, s in counts["directions"].items()
+            }
+            open_links.append(OpenLinkStats(number=number, state=link.state, directions=directions))
+        close = self.last_close
         return ChannelStats(
             link=ChannelLinkStats(
                 state=self.state,
                 rx_url=self.settings.rx_url,
                 links=self.links,
+                active=len(self.open) + self.dialing,
+                max_links=self.settings.max_links,
                 links_refused=self.links_refused,
                 rx_connect_failures=self.rx_connect_failures,
-                last_close_code=self.last_close[0] if self.last_close else None,
-                last_close_reason=self.last_close[1] if self.last_close else None,
-                last_closed_by=self.last_close[2] if self.last_close else None,
+                last_close_code=close[0] if close else None,
+                last_close_reason=close[1] if close else None,
+                last_closed_by=close[2] if close else None,
             ),
-            directions=stats,
-            events=events,
-            impairments=self.core.impairments(),
-            outbox={
-                d: OutboxStats(
-                    queued=len(o), sent=o.sent, send_failures=o.failed, discarded=o.discarded
-                )
-                for d, o in self.outboxes.items()
-            },
+            directions=totals["directions"],
+            events=totals["events"],
+            impairments=self.impairments(),
+            outbox={d: OutboxStats(**o) for d, o in totals["outbox"].items()},
+            open_links=open_links,
         )
+
+
+def _allow_open_files(needed: int) -> None:
+    """Raise this process's soft limit of open files to ``needed`` (at most the hard limit)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 def startup_impairments(settings: ChannelSettings) -> Iterable[tuple[str, str, dict[str, Any]]]:
@@ -446,7 +624,7 @@ async def link_endpoint(ws: WebSocket) -> None:
 @control.get("/impairments")
 async def get_impairments(request: Request) -> dict[str, dict[str, Any]]:
     """Every impairment set, per direction, with its attributes and counters."""
-    return get_service(request).core.impairments()
+    return get_service(request).impairments()
 
 
 @control.get("/impairments/schemas")

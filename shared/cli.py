@@ -175,12 +175,23 @@ _TABLE_HEADERS = [
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
-    from shared.training import train_codec
+    from shared.codec import CodecError
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
-    card = train_codec(
-        args.codec, minutes=args.minutes, seed=args.seed, device=args.device, out_dir=args.out
+    common = dict(
+        minutes=args.minutes, seed=args.seed, device=args.device, out_dir=args.out, steps=args.steps
     )
+    try:
+        if args.objective == "capacity":
+            from shared.capacity import train_capacity
+
+            card = train_capacity(args.codec, init=args.init or "ae64", **common)
+        else:
+            from shared.training import train_codec
+
+            card = train_codec(args.codec, init=args.init, **common)
+    except CodecError as exc:
+        raise UserError(str(exc)) from None
     print(json.dumps(card, indent=2))
     return 0
 
@@ -351,15 +362,86 @@ def cmd_snr(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- robustness -----------------------------------------------------------------------------------
+
+
+def cmd_robustness(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from shared import robustness as rb
+    from shared.codec import codec_for
+
+    def floats(text: str | None, default: tuple[float, ...]) -> tuple[float, ...]:
+        if text is None:
+            return default
+        try:
+            return tuple(float(v) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise UserError(f"expected comma-separated numbers, got {text!r}") from None
+
+    config = config_from_args(args)
+    kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
+    unknown = [k for k in kinds if k not in rb.KINDS]
+    if unknown:
+        raise UserError(f"unknown memory kinds {unknown}; known: {', '.join(rb.KINDS)}")
+    sigmas, rhos = floats(args.sigmas, rb.SIGMAS), floats(args.rhos, rb.RHOS)
+    if any(not 0 <= s <= 10 for s in sigmas) or any(not 0 <= r <= 1 for r in rhos):
+        raise UserError("σ must lie in [0, 10] and ρ in [0, 1]")
+    if not 0 < args.corrupt_at < 1 or args.digest_every < 0 or (args.frames or 2) < 2:
+        raise UserError("--corrupt-at must lie in (0, 1), --digest-every ≥ 0, --frames ≥ 2")
+    scenarios = rb.FULL_SCENARIOS if args.full else rb.SCENARIOS
+    if args.scenarios:
+        scenarios = tuple(s.strip() for s in args.scenarios.split(",") if s.strip())
+    frames = args.frames or (rb.FULL_FRAMES if args.full else rb.FRAMES)
+    cells = rb.grid(sigmas, rhos, cross=args.cross or args.full)
+    total = len(kinds) * len(cells) * len(scenarios)
+    with tqdm(total=total, unit="clip", disable=args.json or None) as bar:
+
+        def clip_done(kind: str, cell: rb.Cell, clip: str) -> None:
+            bar.set_description(f"{kind} σ={cell.sigma:g} ρ={cell.rho:g}")
+            bar.update()
+
+        study = rb.measure(
+            codec_for(config),
+            config,
+            kinds=kinds,
+            cells=cells,
+            scenarios=scenarios,
+            frames=frames,
+            psnr_drop=args.psnr_drop,
+            corrupt_at=args.corrupt_at,
+            digest_every=args.digest_every,
+            on_calibration_step=lambda kind: bar.set_description(f"calibrating {kind}"),
+            on_run=clip_done,
+        )
+    if args.json:
+        _print_json(rb.as_json(study))
+        return 0
+    print(rb.render(study))
+    print(
+        f"({study.seconds:.0f} s; Rx memory corrupted once before frame "
+        f"{round(args.corrupt_at * frames)} of {frames}, a DIGEST every {args.digest_every} frames)"
+    )
+    return 0
+
+
 # --- parser ---------------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
+SERVICE_COMMANDS = ("rx", "tx", "channel")
+
+
+def build_parser(services_only: bool = False) -> argparse.ArgumentParser:
+    """The ``hoplink`` parser; ``services_only``: just the network commands, so a service process
+    does not import what the other commands need (scipy, av: ~50 MB resident in the channel)."""
     parser = argparse.ArgumentParser(
         prog="hoplink",
         description="Emulator of semantic video communication with shared Hopfield memories.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    if services_only:
+        _add_network_commands(sub)
+        return parser
 
     sim = sub.add_parser("sim", help="run one clip through the in-process simulator")
     sim.add_argument(
@@ -396,7 +478,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a codec's weights from the bundled photos")
     train.add_argument("--codec", default="ae64", help="codec name (default ae64)")
+    train.add_argument(
+        "--objective",
+        default="mse",
+        choices=("mse", "capacity"),
+        help="mse: a plain autoencoder; capacity: Algorithm 1 (reasoning capacity under a "
+        "distortion constraint), fine-tuning --init (default ae64) into --codec (e.g. ae64cap)",
+    )
+    train.add_argument("--init", default=None, help="start from this shipped codec's weights")
     train.add_argument("--minutes", type=float, default=10.0, help="wall-clock budget")
+    train.add_argument("--steps", type=int, default=None, help="train exactly this many steps")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", default="cpu", help="cpu or cuda")
     train.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
@@ -432,6 +523,49 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(snr)
     snr.set_defaults(func=cmd_snr)
 
+    robust = sub.add_parser(
+        "robustness",
+        help="every memory kind under Rx prototype noise σ and ID desync ρ, at matched PSNR",
+    )
+    robust.add_argument(
+        "--kinds",
+        default="vq,hopfield,hopfield+hen,adaptive",
+        help="memory kinds, comma-separated (default: all four; each sets memory, "
+        "hopfield_steps and metastable_threshold: hopfield+hen = 10 steps, threshold 0.95)",
+    )
+    robust.add_argument("--sigmas", default=None, help="σ values (default 0,0.02,0.05,0.1,0.2)")
+    robust.add_argument("--rhos", default=None, help="ρ values (default 0,0.05,0.1,0.2,0.5)")
+    robust.add_argument(
+        "--cross", action="store_true", help="every σ × ρ pair (default: each σ and ρ alone)"
+    )
+    robust.add_argument(
+        "--scenarios",
+        default=None,
+        help="clips, comma-separated (default repetitive_return,high_motion,scene_change)",
+    )
+    robust.add_argument("--frames", type=int, default=None, help="frames per clip (default 60)")
+    robust.add_argument(
+        "--full", action="store_true", help="all eight scenarios, 120 frames, every σ × ρ pair"
+    )
+    robust.add_argument(
+        "--psnr-drop",
+        type=float,
+        default=0.5,
+        help="matched PSNR target = the clips' all-NEW PSNR minus this many dB (default 0.5)",
+    )
+    robust.add_argument(
+        "--corrupt-at",
+        type=float,
+        default=0.5,
+        help="corrupt the Rx memory before this fraction of the clip (default 0.5)",
+    )
+    robust.add_argument(
+        "--digest-every", type=int, default=30, help="DIGEST period in frames (default 30)"
+    )
+    robust.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_config_arguments(robust)
+    robust.set_defaults(func=cmd_robustness)
+
     scen = sub.add_parser("scenarios", help="list the bundled scenarios and protocols")
     scen.set_defaults(func=cmd_scenarios)
     faults = sub.add_parser("faults", help="run the fault matrix, every promise checked")
@@ -439,9 +573,11 @@ def build_parser() -> argparse.ArgumentParser:
     faults.add_argument("--json", action="store_true", help="print JSON instead of a table")
     faults.add_argument("--no-network", action="store_true", help="skip the real-process cells")
     faults.set_defaults(func=lambda a: __import__("shared.faults").faults.main(a))  # lazy import
+    from shared.codeceval import add_codec_eval_command
     from shared.rd import add_rd_command  # `hoplink rd`: RD curves and BD-rate (shared/rd.py)
 
     add_rd_command(sub, add_config_arguments)
+    add_codec_eval_command(sub)
     _add_network_commands(sub)
     _add_experiment_commands(sub)
     return parser
@@ -457,7 +593,8 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(services_only=bool(argv) and argv[0] in SERVICE_COMMANDS)
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:

@@ -28,9 +28,11 @@ __all__ = [
     "CodecSpec",
     "Decoder",
     "Encoder",
+    "codec_card",
     "codecs_dir",
     "codec_for",
     "load_codec",
+    "save_codec",
 ]
 
 
@@ -68,6 +70,9 @@ class CodecSpec:
     # Last upsampling to RGB: "shuffle3" (3x3 conv to 4*C channels, then pixel shuffle),
     # "shuffle1" (the same with a 1x1 conv) or "conv_transpose" (4x4, stride 2).
     head: str = "shuffle3"
+    # Normalization after each resampling conv: "none" (the activation alone) or "gdn"
+    # (generalized divisive normalization in the encoder, its inverse in the decoder).
+    norm: str = "none"
 
     def __post_init__(self) -> None:
         for field in ("widths", "dec_widths"):
@@ -84,6 +89,8 @@ class CodecSpec:
             raise CodecError(f"codec {self.name!r}: unknown upsample {self.upsample!r}")
         if self.head not in ("conv_transpose", "shuffle1", "shuffle3"):
             raise CodecError(f"codec {self.name!r}: unknown head {self.head!r}")
+        if self.norm not in ("none", "gdn"):
+            raise CodecError(f"codec {self.name!r}: unknown norm {self.norm!r}")
 
     @property
     def bottleneck_side(self) -> int:
@@ -105,16 +112,57 @@ class CodecSpec:
     def from_dict(cls, d: dict) -> CodecSpec:
         return cls(**{**d, "widths": tuple(d["widths"]), "dec_widths": tuple(d["dec_widths"])})
 
+    def nonlinearity(self, channels: int, inverse: bool = False) -> nn.Module:
+        """What follows a resampling conv: the activation, or (I)GDN over ``channels``."""
+        if self.norm == "gdn":
+            return GDN(channels, inverse=inverse)
+        return _ACTIVATIONS[self.activation]()
+
 
 CODECS: dict[str, CodecSpec] = {
     # Default: 64x64 RGB -> 64-d unit-norm latent.
     "ae64": CodecSpec(name="ae64"),
+    # The same network trained longer (warm-started from ae64), and larger latents from it.
+    "ae64v2": CodecSpec(name="ae64v2"),
+    "ae64d128": CodecSpec(name="ae64d128", latent_dim=128),
+    "ae64d256": CodecSpec(name="ae64d256", latent_dim=256),
+    # ae64 fine-tuned by Algorithm 1 (shared/capacity.py) for reasoning capacity.
+    "ae64cap": CodecSpec(name="ae64cap"),
+    # 128x128 frames: one more stride-2 stage, so the bottleneck is 8x8 again.
+    "ae128": CodecSpec(
+        name="ae128",
+        latent_dim=128,
+        frame_size=128,
+        widths=(24, 48, 96, 96),
+        dec_widths=(96, 96, 48, 24),
+    ),
 }
 
 
 def codecs_dir() -> Path:
     """Folder of the shipped weights and cards (package data of ``shared``)."""
     return Path(__file__).resolve().parent / "codecs"
+
+
+class GDN(nn.Module):
+    """Simplified generalized divisive normalization (Johnston et al., 2019), per pixel:
+    ``y_i = x_i / (beta_i + sum_j gamma_ij |x_j|)``; the inverse (IGDN, for decoders) multiplies.
+
+    Ballé's GDN divides by a square root of squares; the L1 form trains as well and is cheaper.
+    ``beta`` and ``gamma`` are kept non-negative by storing their square roots.
+    """
+
+    def __init__(self, channels: int, inverse: bool = False) -> None:
+        super().__init__()
+        self.inverse = inverse
+        self.beta_root = nn.Parameter(torch.ones(channels))
+        self.gamma_root = nn.Parameter((0.1 * torch.eye(channels)).sqrt())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        gamma = self.gamma_root.square().view(c, c, 1, 1)
+        norm = F.conv2d(x.abs(), gamma, self.beta_root.square() + 1e-6)
+        return x * norm if self.inverse else x / norm
 
 
 class _ResBlock(nn.Module):
@@ -134,12 +182,11 @@ class Encoder(nn.Module):
 
     def __init__(self, spec: CodecSpec) -> None:
         super().__init__()
-        act = _ACTIVATIONS[spec.activation]
         layers: list[nn.Module] = []
         ch = spec.channels
         for i, w in enumerate(spec.widths):
             k = spec.stem_kernel if i == 0 else 3
-            layers += [nn.Conv2d(ch, w, k, stride=2, padding=(k - 1) // 2), act()]
+            layers += [nn.Conv2d(ch, w, k, stride=2, padding=(k - 1) // 2), spec.nonlinearity(w)]
             ch = w
         layers += [_ResBlock(ch, spec.activation) for _ in range(spec.res_blocks)]
         self.features = nn.Sequential(*layers)
@@ -155,20 +202,20 @@ class Decoder(nn.Module):
 
     def __init__(self, spec: CodecSpec) -> None:
         super().__init__()
-        act = _ACTIVATIONS[spec.activation]
         self.side = spec.decoder_side
         self.top = spec.dec_widths[0]
         # Unit-norm inputs have entries of size ~1/sqrt(d); rescale them to ~1 for the linear.
         self.input_scale = float(spec.latent_dim) ** 0.5
         self.expand = nn.Linear(spec.latent_dim, self.top * self.side**2)
-        layers: list[nn.Module] = [act()]
+        layers: list[nn.Module] = [_ACTIVATIONS[spec.activation]()]
         layers += [_ResBlock(self.top, spec.activation) for _ in range(spec.res_blocks)]
         ch = self.top
         for out in spec.dec_widths[1:]:
             if spec.upsample == "pixel_shuffle":
-                layers += [nn.Conv2d(ch, out * 4, 3, padding=1), nn.PixelShuffle(2), act()]
+                layers += [nn.Conv2d(ch, out * 4, 3, padding=1), nn.PixelShuffle(2)]
             else:
-                layers += [nn.ConvTranspose2d(ch, out, 4, stride=2, padding=1), act()]
+                layers.append(nn.ConvTranspose2d(ch, out, 4, stride=2, padding=1))
+            layers.append(spec.nonlinearity(out, inverse=True))
             ch = out
         c = spec.channels
         if spec.head == "conv_transpose":
@@ -305,6 +352,29 @@ class Codec:
 
 def _strip(state: dict, prefix: str) -> dict:
     return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def save_codec(spec: CodecSpec, encoder: Encoder, decoder: Decoder, path: Path) -> Path:
+    """Write weights as the loader reads them: the spec and a float16 state_dict.
+
+    float16 halves the file (a d = 256 codec is 6.6 MB instead of 13) and costs nothing visible:
+    the loader widens every tensor to float32, and a card's PSNRs are measured on the stored file.
+    """
+    state = {
+        f"{prefix}.{k}": v.detach().cpu().half().contiguous()
+        for prefix, module in (("encoder", encoder), ("decoder", decoder))
+        for k, v in module.state_dict().items()
+    }
+    torch.save({"spec": spec.to_dict(), "state_dict": state}, path)
+    return path
+
+
+def codec_card(name: str, weights_dir: Path | None = None) -> dict:
+    """The training card ``<name>.json`` beside the weights ({} when there is none)."""
+    import json
+
+    path = Path(weights_dir if weights_dir is not None else codecs_dir()) / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def load_codec(name: str = "ae64", weights_dir: Path | None = None) -> Codec:

@@ -36,6 +36,13 @@ class LinkConfig(BaseSettings):
     codec: str = Field("ae64", description="name of the shipped codec (encoder/decoder weights)")
     latent_dim: int = Field(64, ge=2, le=4096, description="latent dimension d")
     bits_per_value: int = Field(8, ge=1, le=16, description="quantizer bits per latent value b")
+    latent_range: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="quantizer range R: latent values in [-R, R] use the 2^b cells (1 = the "
+        "paper; a codec card's fitted_latent_range spends the bits on finer cells)",
+    )
     capacity: int = Field(256, ge=1, le=1 << 20, description="memory capacity M (prototypes)")
     beta: float = Field(20.0, gt=0, le=1e4, description="Hopfield inverse temperature β (eq. 4)")
     hopfield_steps: int = Field(1, ge=1, le=100, description="Hopfield update iterations (HEN)")

@@ -133,14 +133,15 @@ def peaked_prior(size: int, peak: int = 64) -> np.ndarray:
     return 1 + (peak >> np.minimum(2 * k, 62))
 
 
-def latent_prior(bits: int, dim: int, mass: int = 64) -> np.ndarray:
+def latent_prior(bits: int, dim: int, latent_range: float = 1.0, mass: int = 64) -> np.ndarray:
     """Integer, heavy-tailed (Cauchy-like) counts for b-bit codes of a unit-norm d-dim latent.
 
-    A value of a unit-norm latent spreads about 1/√d around 0, i.e. s = 2^(b−1)/√d cells; the
-    count of code k is 1 + mass·4s² / (4s² + (2k + 1 − 2^b)²) in integer arithmetic.
+    A value of a unit-norm latent spreads about 1/√d around 0, i.e. s = 2^(b−1)/(R·√d) cells for
+    quantizer range R; the count of code k is 1 + mass·4s² / (4s² + (2k + 1 − 2^b)²) in integer
+    arithmetic.
     """
     levels = 1 << bits
-    s = max(1, (levels >> 1) // max(1, math.isqrt(dim)))
+    s = max(1, int((levels >> 1) / (latent_range * max(1, math.isqrt(dim)))))
     offset = 2 * np.arange(levels, dtype=np.int64) + 1 - levels
     return 1 + (mass * 4 * s * s) // (4 * s * s + offset * offset)
 
@@ -274,7 +275,9 @@ class SymbolCoder:
             delta_choice=AdaptiveModel(np.ones(max(2, len(self.delta_set)), dtype=np.int64)),
             scale=AdaptiveModel(np.ones(SCALE_LEVELS, dtype=np.int64)),
             residual={b: AdaptiveModel(peaked_prior((1 << b) - 1)) for b in self.delta_set},
-            latent=AdaptiveModel(latent_prior(cfg.bits_per_value, cfg.latent_dim)),
+            latent=AdaptiveModel(
+                latent_prior(cfg.bits_per_value, cfg.latent_dim, cfg.latent_range)
+            ),
         )
 
     @property

@@ -1,6 +1,6 @@
 """The fault matrix: one link under each fault, checked against what the link promises.
 
-The promise (DESIGN "Protocol", issue #4): under faults and bad input the link keeps working,
+The promise (DESIGN "Protocol"): under faults and bad input the link keeps working,
 accounts for every frame, never decodes a wrong frame silently more often than its cues allow,
 and its two memories re-converge once the faults stop. Each :class:`FaultCell` names a fault
 (bit errors, loss, bursts, ID desync, prototype noise, reorder, duplication, and combinations);

@@ -11,6 +11,8 @@
   memory and cue length K (K = 0: no cue verification).
 - ``fig_matched_vs_beta``: hopfield's bit reduction over vq at matched PSNR vs β, per group, under
   the symmetric rule and the two one-sided protocols.
+- ``snr``: PSNR, bits/frame and concealed frames vs Eb/N0 of an SNR grid, per memory kind, mean
+  over seeds with a 95 % band (:func:`shared.snr.plot_snr`).
 
 Every number plotted is a column of the CSVs (computed by :mod:`shared.accounting` in the runs);
 this module only selects, pools (equal-length clips: a mean over clips is a mean over frames) and
@@ -493,4 +495,14 @@ def make_figures(run_dir: str | os.PathLike[str]) -> list[Path]:
     paths += fig2_rate_distortion(runs, codecs, out)
     paths += fig3_corruption(runs, out)
     paths += fig_matched_vs_beta(matched, out)
+    paths += fig_snr(read_rows(run_dir / "snr.csv"), out)
     return paths
+
+
+def fig_snr(rows: list[Row], out: Path) -> list[Path]:
+    if not rows:
+        return []
+    from shared.snr import plot_snr
+
+    out.mkdir(parents=True, exist_ok=True)
+    return [Path(p) for p in plot_snr(rows, str(out / "snr"))]

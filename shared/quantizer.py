@@ -1,7 +1,10 @@
 """b-bit uniform scalar quantization of unit-norm latents, with exact byte packing (eq. 2).
 
-A latent value in [-1, 1] maps to one of 2^b cells (mid-rise); dequantization takes the cell
-centre and renormalizes. Tx stores ``dequantize(codes)`` and Rx computes the same function of the
+A latent value in [-R, R] maps to one of 2^b cells (mid-rise; values beyond R clip to the end
+cells); dequantization takes the cell centre and renormalizes. R (``latent_range``) is 1 in the
+paper; a unit-norm d-dimensional latent rarely leaves ±4/√d, so a range fitted to the codec
+(:func:`shared.codeceval.fit_latent_range`) spends the same bits on finer cells.
+Tx stores ``dequantize(codes)`` and Rx computes the same function of the
 same codes, so both memories hold the same float32 bits.
 """
 
@@ -14,23 +17,29 @@ class QuantizerError(ValueError):
     """Codes or bytes that cannot be a quantized latent of this shape."""
 
 
-def quantize(latent: np.ndarray, bits: int) -> np.ndarray:
+def quantize(latent: np.ndarray, bits: int, latent_range: float = 1.0) -> np.ndarray:
     """Codes (uint16) of a latent of shape (d,) or (N, d); non-finite values are rejected."""
     latent = np.asarray(latent, dtype=np.float32)
     if not np.all(np.isfinite(latent)):
         raise QuantizerError("latent contains NaN or inf")
     levels = 1 << bits
+    if latent_range != 1.0:
+        latent = latent * np.float32(1.0 / latent_range)
     cells = np.floor((latent + 1.0) * (levels / 2.0))
     return np.clip(cells, 0, levels - 1).astype(np.uint16)
 
 
-def dequantize(codes: np.ndarray, bits: int) -> np.ndarray:
+def dequantize(codes: np.ndarray, bits: int, latent_range: float = 1.0) -> np.ndarray:
     """Cell centres of ``codes``, renormalized to unit norm (float32)."""
     codes = np.asarray(codes)
     levels = 1 << bits
     if codes.size and int(codes.max()) >= levels:
         raise QuantizerError(f"code {int(codes.max())} out of range for {bits} bits")
     values = (codes.astype(np.float32) + np.float32(0.5)) * np.float32(2.0 / levels) - np.float32(1)
+    # Scaling before normalizing does not change the direction; it only keeps the float32
+    # arithmetic identical to the paper's quantizer when R = 1.
+    if latent_range != 1.0:
+        values = values * np.float32(latent_range)
     return normalize(values)
 
 

@@ -75,7 +75,12 @@ def quantize_residual(latent: np.ndarray, base: np.ndarray, bits: int) -> tuple[
 
 
 def reconstruct_delta(
-    base: np.ndarray, scale: int, codes: np.ndarray, bits: int, bits_per_value: int
+    base: np.ndarray,
+    scale: int,
+    codes: np.ndarray,
+    bits: int,
+    bits_per_value: int,
+    latent_range: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(stored codes, stored prototype) of a DELTA: Q_b(normalize(ξ + r̂)), on both ends.
 
@@ -87,8 +92,9 @@ def reconstruct_delta(
         raise QuantizerError(f"residual code {int(codes.max())} out of range for b′={bits}")
     step = scale_value(scale) / np.float32(levels)
     residual = (codes.astype(np.float32) - np.float32(levels)) * step
-    stored = quantize(normalize(np.asarray(base, dtype=np.float32) + residual), bits_per_value)
-    return stored, dequantize(stored, bits_per_value)
+    latent = normalize(np.asarray(base, dtype=np.float32) + residual)
+    stored = quantize(latent, bits_per_value, latent_range)
+    return stored, dequantize(stored, bits_per_value, latent_range)
 
 
 def distortion(latent: np.ndarray, shown: np.ndarray) -> float:
@@ -139,11 +145,13 @@ def candidates(
             cue = out[0].symbols.cue
             for bits in config.delta_bit_set:
                 scale, codes = quantize_residual(latent, base, bits)
-                stored, shown = reconstruct_delta(base, scale, codes, bits, config.bits_per_value)
+                stored, shown = reconstruct_delta(
+                    base, scale, codes, bits, config.bits_per_value, config.latent_range
+                )
                 symbols = FrameSymbols("delta", ref, cue, slot, bits, scale, codes)
                 out.append(Candidate(symbols, shown, stored, distortion(latent, shown)))
-    codes = quantize(latent, config.bits_per_value)
-    shown = dequantize(codes, config.bits_per_value)
+    codes = quantize(latent, config.bits_per_value, config.latent_range)
+    shown = dequantize(codes, config.bits_per_value, config.latent_range)
     symbols = FrameSymbols("new", slot=slot, codes=codes)
     out.append(Candidate(symbols, shown, codes, distortion(latent, shown)))
     return out

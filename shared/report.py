@@ -4,7 +4,8 @@ The report is a list of small blocks (headings, paragraphs, tables, figures) bui
 and figures that :mod:`shared.sweep` wrote, rendered twice: to Markdown and, through a tiny
 template with no dependencies, to HTML. It shows the headline (hopfield's bit reduction over vq
 at matched PSNR, per comparison rule and β), Table I for one β with the H.264 and JPEG rows at
-the PSNR the semantic link reaches, what the grid covered, the figures, and how they were made.
+the PSNR the semantic link reaches, what the grid covered, the link against channel Eb/N0 (an
+SNR grid's ``snr.csv``), the figures, and how they were made.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ FIGURE_CAPTIONS = {
     "Rx memory corruption at mid-clip, vs ρ and vs σ, per memory and cue length K.",
     "fig_matched_vs_beta": "Matched PSNR across β: hopfield's bit reduction over vq under the "
     "symmetric rule and the two one-sided protocols.",
+    "snr": "The link vs channel Eb/N0: PSNR, bits/frame (with refreshes) and concealed frames "
+    "per memory kind, mean over seeds with its 95 % interval.",
 }
 
 
@@ -127,12 +130,17 @@ def build_report(run_dir: str | os.PathLike[str]) -> list[Block]:
     all_matched = latest_matched(read_rows(run_dir / "matched.csv"))
     matched = at_capacity(all_matched, reference_capacity(all_matched))
     codecs = read_rows(run_dir / "codecs.csv")
+    snr = read_rows(run_dir / "snr.csv")
     meta_path = run_dir / "sweep.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     blocks = [Block("h1", f"hoplink sweep report — {run_dir.name}")]
-    if not (runs or matched or codecs):
-        blocks.append(Block("p", f"No sweep results in `{run_dir}` (runs.csv, matched.csv)."))
+    if not (runs or matched or codecs or snr):
+        blocks.append(
+            Block("p", f"No sweep results in `{run_dir}` (runs.csv, matched.csv, snr.csv).")
+        )
         return blocks
+    if not (runs or matched or codecs):  # an SNR sweep alone
+        return [*blocks, *_snr_blocks(snr), *_figure_blocks(run_dir), *_provenance_blocks(meta)]
     blocks.append(
         Block(
             "p",
@@ -149,6 +157,7 @@ def build_report(run_dir: str | os.PathLike[str]) -> list[Block]:
     blocks += _table_blocks(matched, codecs)
     blocks += _grid_matched_blocks(runs, matched)
     blocks += _grid_blocks(runs)
+    blocks += _snr_blocks(snr)
     blocks += _figure_blocks(run_dir)
     blocks += _provenance_blocks(meta)
     return blocks
@@ -398,6 +407,150 @@ def _grid_blocks(runs: list[dict]) -> list[Block]:
             "corruption).",
         ),
     ]
+
+
+def _pm(mean: float, half: float, digits: int = 1) -> str:
+    """``mean ± half`` (the half-width of a 95 % interval; left out when there is none)."""
+    if math.isnan(mean):
+        return "–"
+    return f"{mean:.{digits}f}" + ("" if math.isnan(half) else f" ± {half:.{digits}f}")
+
+
+def _snr_blocks(rows: list[dict]) -> list[Block]:
+    """Per curve (scenario, modulation, FEC, fading): PSNR, bits/frame and C in bits/s/Hz of
+    every method vs Eb/N0 (mean ± 95 % interval over seeds), and each method minus vq paired by
+    seed; before them, the τ each method was calibrated to and where each method's curve leaves
+    its floor and reaches its clean level (:func:`shared.snr.breakdown`)."""
+    from shared.snr import (
+        CURVE_KEYS,
+        aggregate,
+        breakdown,
+        curve_of,
+        method_label,
+        paired_difference,
+    )
+
+    if not rows:
+        return []
+    metrics = ("psnr", "bits_per_frame", "reasoning_capacity_bps_per_hz")
+    points = aggregate(rows, metrics)
+    methods = sorted({p["method"] for p in points}, key=lambda m: (m != "vq", m))
+    seeds = sorted({r["seed"] for r in rows})
+    kappas = sorted({(r["modulation"], r["fec"], r["kappa_bps_per_hz"]) for r in rows})
+    blocks = [
+        Block("h2", "Link vs channel SNR"),
+        Block(
+            "p",
+            f"{len(rows)} runs through the Tx, channel and Rx cores with the `phy` impairment on "
+            f"both directions, {len(seeds)} seeds (a seed draws the clip's path and noise, the "
+            "cue hyperplanes and the channel). Cells: mean ± half-width of the 95 % Student-t "
+            "interval over seeds; 'x − vq' columns pair the runs of one seed. κ (bits/s/Hz, the "
+            "latent bits per symbol of one NEW frame): "
+            + "; ".join(f"{m} FEC {f}: {k:.3f}" for m, f, k in kappas)
+            + ". C = κ·log2(1 + η).",
+        ),
+    ]
+    matched = [r for r in rows if r["threshold_rule"] == "matched"]
+    if matched:
+        calibrations: dict[tuple, dict[int, dict]] = defaultdict(dict)
+        for r in matched:  # one calibration per method, clip and seed
+            calibrations[(r["scenario"], method_label(r))][r["seed"]] = r
+        table = []
+        for (scenario, method), by_seed in sorted(calibrations.items()):
+            cal = list(by_seed.values())
+            taus = [c["threshold"] for c in cal]
+            table.append(
+                (
+                    scenario,
+                    method,
+                    str(len(cal)),
+                    f"{min(taus):.4f}–{max(taus):.4f}",
+                    _f(sum(c["target_psnr"] for c in cal) / len(cal)),
+                    _f(sum(c["clean_psnr"] for c in cal) / len(cal)),
+                    _f(sum(c["clean_bits_per_frame"] for c in cal) / len(cal), 1),
+                )
+            )
+        blocks += [
+            Block(
+                "p",
+                "Matched τ: per method, clip and seed, the lowest-rate τ whose clean-channel "
+                "PSNR reaches the clip's all-NEW PSNR minus "
+                f"{_f(matched[0]['psnr_drop'], 1)} dB (means over seeds):",
+            ),
+            Block(
+                "table",
+                headers=(
+                    "scenario",
+                    "method",
+                    "seeds",
+                    "τ range",
+                    "target PSNR",
+                    "clean PSNR",
+                    "clean bits/frame",
+                ),  # fmt: skip
+                rows=tuple(table),
+            ),
+        ]
+    shape = [
+        (
+            *(str(b[k]) for k in CURVE_KEYS),
+            b["method"],
+            str(b["seeds"]),
+            *(_pm(b[name], b[f"{name}_ci"]) for name in ("leaves", "reaches", "width")),
+        )
+        for b in breakdown(rows)
+    ]
+    blocks += [
+        Block(
+            "p",
+            "Where each seed's PSNR curve leaves its floor (stays above 10 % of the way from "
+            "its PSNR at the lowest Eb/N0 to that at the highest), where it reaches 90 %, and "
+            "the width between (dB): an abrupt failure has a narrow width.",
+        ),
+        Block(
+            "table",
+            headers=(
+                *CURVE_KEYS,
+                "method",
+                "seeds",
+                "leaves floor dB",
+                "reaches 90 % dB",
+                "width dB",
+            ),  # fmt: skip
+            rows=tuple(shape),
+        ),
+    ]
+    labels = {"psnr": "PSNR dB", "bits_per_frame": "bits/frame",
+              "reasoning_capacity_bps_per_hz": "C bits/s/Hz"}  # fmt: skip
+    for curve in sorted({curve_of(p) for p in points}, key=str):
+        mine = [p for p in points if curve_of(p) == curve]
+        blocks.append(
+            Block("h3", ", ".join(f"{k} {v}" for k, v in zip(CURVE_KEYS, curve, strict=True)))
+        )
+        for metric in metrics:
+            others = [m for m in methods if m != "vq"] if "vq" in methods else []
+            digits = 2 if metric == "reasoning_capacity_bps_per_hz" else 1
+            diffs = {
+                m: {
+                    d["ebn0_db"]: d
+                    for d in paired_difference(rows, metric, m, "vq")
+                    if curve_of(d) == curve
+                }
+                for m in (others if metric != "reasoning_capacity_bps_per_hz" else [])
+            }
+            table = []
+            for snr in sorted({p["ebn0_db"] for p in mine}):
+                at = {p["method"]: p for p in mine if p["ebn0_db"] == snr}
+                cells = [_pm(at[m][metric], at[m][f"{metric}_ci"], digits) if m in at else "–"
+                         for m in methods]  # fmt: skip
+                for by_snr in diffs.values():
+                    d = by_snr.get(snr)
+                    cells.append(_pm(d["mean"], d["ci"], digits) if d else "–")
+                table.append((f"{snr:g}", *cells))
+            headers = ("Eb/N0 dB", *(f"{m} {labels[metric]}" for m in methods),
+                       *(f"{m} − vq" for m in diffs))  # fmt: skip
+            blocks.append(Block("table", headers=headers, rows=tuple(table)))
+    return blocks
 
 
 def _figure_blocks(run_dir: Path) -> list[Block]:

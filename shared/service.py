@@ -93,6 +93,11 @@ class RxSettings(ServiceSettings):
         description="seconds a BYE waits for frames it overtook before the "
         "missing ones are counted lost",
     )
+    frame_log: str | None = Field(
+        None,
+        description="append one JSON line per decoded frame (seq, outcome, time.monotonic() "
+        "when its pixels were ready) to this file, for latency benchmarks",
+    )
 
 
 class TxSettings(ServiceSettings):
@@ -112,6 +117,11 @@ class TxSettings(ServiceSettings):
     bye_grace: float = Field(
         0.5, ge=0, le=30, description="seconds to keep answering refresh requests after BYE"
     )
+    frame_log: str | None = Field(
+        None,
+        description="append one JSON line per frame sent (seq, kind, time.monotonic() when the "
+        "frame reached the encoder, left it, and was sent), for latency benchmarks",
+    )
 
 
 class ChannelSettings(ServiceSettings):
@@ -128,6 +138,9 @@ class ChannelSettings(ServiceSettings):
     )
     flush_timeout: float = Field(
         2.0, ge=0, le=60, description="seconds to deliver queued messages after a side closes"
+    )
+    max_links: int = Field(
+        1024, ge=1, le=65536, description="concurrent Tx links served; more are refused (4004)"
     )
     rx_api: str | None = Field(
         None,
@@ -210,7 +223,7 @@ class CloseCode(IntEnum):
     VERSION_MISMATCH = 4001
     CONFIG_MISMATCH = 4002
     MODEL_MISMATCH = 4003
-    LINK_BUSY = 4004  # the Rx (or the channel) already serves a link
+    LINK_BUSY = 4004  # the Rx already serves a link, or the channel --max-links
     RX_UNREACHABLE = 4005  # the channel could not reach the Rx
     AUTH_FAILED = 4006  # HELLO without a valid MAC under the link's secret, or replayed
 

@@ -6,11 +6,26 @@ capacity M, beta β, transmission, cue_bits K, …) and the run's own: ``scenari
 protocol name such as ``gradual_drift`` for its scenarios, ``all``, or a video file), ``rho`` and
 ``sigma`` (one-shot Rx memory corruption at mid-clip, :class:`shared.simulator.Corruption`).
 
+SNR grids. A grid (or ``[fixed]``) that names ``ebn0_db`` runs each point through the real Tx,
+channel and Rx cores with the ``phy`` impairment on both directions
+(:func:`shared.snr.snr_point`, the same code as ``hoplink snr``); its other channel axes are
+``modulation`` (bpsk, qpsk, 16qam, 64qam), ``channel`` (awgn, rayleigh; alias ``fading``) and
+``fec`` (none, repetition3, hamming74), with the phy's defaults (qpsk, awgn, none). The seed
+(``seed``, a LinkConfig field) is a whole repetition: the clip's random path and noise, the cue
+hyperplanes and the channel's draws. ``threshold = "matched"`` puts every method at its matched
+τ (DESIGN.md, "Comparing methods at matched quality"): per memory configuration, clip and seed,
+the lowest-rate τ whose clean-channel PSNR reaches the clip's all-NEW PSNR minus ``psnr_drop``
+(default 0.5 dB), found by :func:`shared.experiments.calibrate` before the channel is applied.
+
 Everything the sweep measures goes to ``--out DIR``:
 
 - ``runs.csv`` — one row per grid run: every parameter, every LinkSummary field (the summary's
   reasoning capacity C is the column ``reasoning_capacity``, ``capacity`` stays the memory size M),
   outcome counts, ``digests_agree``, ``silent_wrong``, the Tx/Rx counters, seconds;
+- ``snr.csv`` — one row per SNR-grid run: the channel axes, the τ rule (``fixed`` or
+  ``matched``, with the target, the clean-channel PSNR and bits at the calibrated τ), every
+  LinkConfig field, and :data:`shared.snr.POINT_COLUMNS` (bits/frame with refreshes, PSNR,
+  lost/concealed/recovered frames, measured BER, symbols per frame, η, C, κ and C in bits/s/Hz);
 - ``matched.csv`` — the matched-quality study: per β and group, hopfield and vq calibrated by the
   symmetric rule (:func:`shared.experiments.calibrate`) and by the paper's one-sided protocol in
   both directions (:func:`shared.experiments.bisect_into_window`);
@@ -44,9 +59,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
+from channel.impairments.phy import Attributes as PhyAttributes
 from shared.accounting import LinkSummary, Outcome
 from shared.config import ConfigError, LinkConfig, build_config
 from shared.scenarios import DEFAULT_FRAMES, PROTOCOLS, SCENARIOS, protocol_of
+from shared.snr import POINT_COLUMNS
 
 __all__ = [
     "PRESETS",
@@ -64,7 +81,12 @@ class SweepError(ValueError):
     """A sweep specification or output folder that cannot be used; the message says why."""
 
 
-RUN_PARAMS = ("scenario", "rho", "sigma")  # parameters of a run that are not LinkConfig fields
+# Parameters of a run that are not LinkConfig fields; SNR_PARAMS make a grid an SNR grid.
+PHY_AXES = ("modulation", "channel", "fec")  # attributes of the phy impairment, as named there
+SNR_PARAMS = ("ebn0_db", *PHY_AXES, "psnr_drop")
+RUN_PARAMS = ("scenario", "rho", "sigma", *SNR_PARAMS)
+MATCHED_TAU = "matched"  # threshold value: each method at its matched τ (SNR grids)
+DEFAULT_PSNR_DROP = 0.5
 ALIASES = {
     "tau": "threshold",
     "τ": "threshold",
@@ -75,6 +97,7 @@ ALIASES = {
     "β": "beta",
     "ρ": "rho",
     "σ": "sigma",
+    "fading": "channel",
 }
 MATCHED_GROUPS: dict[str, tuple[str, ...]] = {**PROTOCOLS, "scene_change": ("scene_change",)}
 RULES = (
@@ -148,6 +171,26 @@ RUN_COLUMNS = (
     *(f"rx_{c}" for c in RX_COUNTERS),
     "seconds",
 )
+SNR_COLUMNS = (
+    "key",
+    "grid",
+    "scenario",
+    "protocol",
+    "n_frames",
+    "ebn0_db",
+    "modulation",
+    "channel",
+    "fec",
+    "threshold_rule",  # fixed (the config's τ) or matched (calibrated on the clean channel)
+    "psnr_drop",
+    "target_psnr",  # matched: the clip's all-NEW PSNR minus psnr_drop
+    "clean_psnr",  # matched: PSNR and bits/frame at the calibrated τ over a clean channel
+    "clean_bits_per_frame",
+    *CONFIG_FIELDS,
+    "codec_digest",
+    *POINT_COLUMNS,
+    "seconds",
+)
 MATCHED_COLUMNS = (
     "key",
     "beta",
@@ -209,6 +252,7 @@ CSV_FILES = {
     "matched": ("matched.csv", MATCHED_COLUMNS),
     "timeline": ("timeline.csv", TIMELINE_COLUMNS),
     "codecs": ("codecs.csv", CODEC_COLUMNS),
+    "snr": ("snr.csv", SNR_COLUMNS),
 }
 
 
@@ -221,7 +265,7 @@ class MatchedSpec:
 
     betas: tuple[float, ...] = ()  # empty: the base config's β
     capacities: tuple[int, ...] = ()  # memory sizes M; empty: the base config's
-    psnr_drop: float = 0.5  # target = all-NEW PSNR of the group minus this
+    psnr_drop: float = DEFAULT_PSNR_DROP  # target = all-NEW PSNR of the group minus this
     codecs: bool = True
 
 
@@ -257,8 +301,12 @@ def _coerce(name: str, value: Any) -> Any:
     """A value from TOML or the command line, as the parameter's type."""
     if name == "scenario":
         return str(value)
-    if name in ("rho", "sigma"):
+    if name == "threshold" and str(value) == MATCHED_TAU:
+        return MATCHED_TAU
+    if name in ("rho", "sigma", "ebn0_db", "psnr_drop"):
         kind: Any = float
+    elif name in SNR_PARAMS:
+        kind = PhyAttributes.model_fields[name].annotation
     else:
         kind = LinkConfig.model_fields[name].annotation
     try:
@@ -357,7 +405,7 @@ def spec_from_toml(text: str) -> SweepSpec:
         matched = MatchedSpec(
             betas=tuple(float(b) for b in betas),
             capacities=tuple(int(_coerce("capacity", c)) for c in capacities),
-            psnr_drop=float(m.pop("psnr_drop", 0.5)),
+            psnr_drop=float(m.pop("psnr_drop", DEFAULT_PSNR_DROP)),
             codecs=bool(m.pop("codecs", True)),
         )
         if m:
@@ -434,6 +482,45 @@ capacity = [4, 16, 64, 256]
 psnr_drop = 0.5
 codecs = true
 """,
+    # The link against channel Eb/N0 (docs/results.md, "Channel SNR models"). 3 600 runs.
+    "snr": """\
+# hoplink sweep preset "snr": every memory kind at its matched τ (each the lowest-rate τ whose
+# clean-channel PSNR reaches the clip's all-NEW PSNR − 0.5 dB), QPSK, phy on both directions,
+# over AWGN and Rayleigh block fading (one fade per message), 10 seeds.
+frames = 120
+
+[fixed]
+threshold = "matched"
+modulation = "qpsk"
+fec = "none"
+
+[[grid]]
+name = "snr"
+scenario = ["low_motion", "illum_change"]
+memory = ["vq", "hopfield", "adaptive"]
+channel = ["awgn", "rayleigh"]
+seed = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+ebn0_db = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16, 18, 20, 24]
+
+[[grid]]
+name = "snr_soft"  # hopfield in the soft mode: top-4 references and their weights per hit
+scenario = ["low_motion", "illum_change"]
+memory = ["hopfield"]
+transmission = ["soft"]
+channel = ["awgn", "rayleigh"]
+seed = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+ebn0_db = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16, 18, 20, 24]
+
+[[grid]]
+name = "snr_hen"  # hopfield with HEN dynamics: 10 update steps, meta-stable states are misses
+scenario = ["low_motion", "illum_change"]
+memory = ["hopfield"]
+hopfield_steps = [10]
+metastable_threshold = [0.95]
+channel = ["awgn", "rayleigh"]
+seed = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+ebn0_db = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16, 18, 20, 24]
+""",
     # A seconds-long smoke test of every output (CI uses something like it).
     "smoke": """\
 frames = 20
@@ -460,9 +547,10 @@ sigma = [0.0, 0.05]
 
 @dataclass(frozen=True)
 class Task:
-    """One unit of work for a worker: a grid run, a matched-study cell, or a clip's codec points."""
+    """One unit of work for a worker: a grid run, an SNR-grid run, a matched-study cell, or a
+    clip's codec points."""
 
-    kind: Literal["run", "matched", "codecs"]
+    kind: Literal["run", "matched", "codecs", "snr"]
     key: str
     params: dict[str, Any]
 
@@ -500,6 +588,9 @@ def expand(spec: SweepSpec, base: LinkConfig, codec_digest: str) -> tuple[list[T
                 **base_values,
                 **{k: v for k, v in values.items() if k in CONFIG_FIELDS},
             }
+            matched_tau = config_values["threshold"] == MATCHED_TAU
+            if matched_tau:  # calibrated by the worker; the base τ only keeps the config valid
+                config_values["threshold"] = base.threshold
             try:
                 config = build_config(config_values, read_env=False)
             except ConfigError as exc:
@@ -507,6 +598,10 @@ def expand(spec: SweepSpec, base: LinkConfig, codec_digest: str) -> tuple[list[T
                 skipped.append(f"grid {grid_name!r} {values}: {reason}")
                 continue
             run = {**run_defaults, **{k: v for k, v in values.items() if k in RUN_PARAMS}}
+            if matched_tau or any(k in run for k in SNR_PARAMS):
+                task = _snr_task(grid_name, run, config, matched_tau, n, codec_digest)
+                tasks.setdefault(task.key, task)
+                continue
             corrupt = run["rho"] > 0 or run["sigma"] > 0
             params = {
                 "grid": grid_name,
@@ -523,7 +618,9 @@ def expand(spec: SweepSpec, base: LinkConfig, codec_digest: str) -> tuple[list[T
     if spec.matched is not None:
         m = spec.matched
         betas = m.betas or (float(base_values["beta"]),)
-        config = build_config({**base_values, "transmission": "index"}, read_env=False)
+        config = build_config(  # its τ is calibrated per cell
+            {**base_values, "threshold": base.threshold, "transmission": "index"}, read_env=False
+        )
         capacities = m.capacities or (int(base_values["capacity"]),)
         for beta, capacity in itertools.product(betas, capacities):
             cell_config = config.replace(beta=float(beta), capacity=int(capacity))
@@ -562,13 +659,52 @@ def expand(spec: SweepSpec, base: LinkConfig, codec_digest: str) -> tuple[list[T
     return list(tasks.values()), skipped
 
 
+def _snr_task(
+    grid_name: str,
+    run: dict[str, Any],
+    config: LinkConfig,
+    matched_tau: bool,
+    n_frames: int,
+    codec_digest: str,
+) -> Task:
+    """A run of an SNR grid (module docstring): its phy attributes and τ rule."""
+    where = f"grid {grid_name!r}"
+    if "ebn0_db" not in run:
+        raise SweepError(
+            f"{where}: modulation, channel, fec, psnr_drop and threshold = {MATCHED_TAU!r} "
+            "belong to SNR grids: give ebn0_db"
+        )
+    if run["rho"] > 0 or run["sigma"] > 0:
+        raise SweepError(f"{where}: rho and sigma are not applied in SNR grids (ebn0_db)")
+    if "psnr_drop" in run and not matched_tau:
+        raise SweepError(f"{where}: psnr_drop only applies with threshold = {MATCHED_TAU!r}")
+    phy = {"snr_db": run["ebn0_db"], "snr_mode": "ebn0"}
+    phy.update({k: run[k] for k in PHY_AXES if k in run})
+    try:
+        phy = PhyAttributes(**phy).model_dump(include={"snr_db", "snr_mode", *PHY_AXES})
+    except ValueError as exc:
+        raise SweepError(f"{where}: invalid channel {phy}: {exc}") from None
+    params = {
+        "grid": grid_name,
+        "scenario": run["scenario"],
+        "n_frames": n_frames,
+        "phy": phy,
+        "psnr_drop": float(run.get("psnr_drop", DEFAULT_PSNR_DROP)) if matched_tau else None,
+        "config": config.model_dump(),
+        "codec_digest": codec_digest,
+    }
+    key = _key({"kind": "snr", **{k: v for k, v in params.items() if k != "grid"}})
+    return Task("snr", key, params)
+
+
 # --- the worker -----------------------------------------------------------------------------------
 
 _WORKER: dict[str, Any] = {}
 
 
 def init_worker(codec_name: str) -> None:
-    """Per process: one torch thread, the codec loaded once, a cache of encoded clips."""
+    """Per process: one torch thread, the codec loaded once, caches of encoded clips and of
+    matched thresholds."""
     import torch
 
     from shared.codec import load_codec
@@ -576,7 +712,9 @@ def init_worker(codec_name: str) -> None:
 
     torch.set_num_threads(1)
     codec = load_codec(codec_name)
-    _WORKER.update(codec=codec, decoder=DecodeCache(codec), clips={}, name=codec_name)
+    _WORKER.update(
+        codec=codec, decoder=DecodeCache(codec), clips={}, matched_tau={}, name=codec_name
+    )
 
 
 def _clip(scenario: str, n_frames: int, seed: int):
@@ -603,10 +741,12 @@ def run_task(task: Task) -> TaskResult:
         rows = _matched_rows(task)
     elif task.kind == "codecs":
         rows = {"codecs": _codec_rows(task)}
+    elif task.kind == "snr":
+        rows = {"snr": [_snr_row(task)]}
     else:  # pragma: no cover - Task.kind is a Literal
         raise SweepError(f"unknown task kind {task.kind!r}")
     seconds = time.perf_counter() - started
-    for name in ("runs", "matched", "codecs"):
+    for name in ("runs", "matched", "codecs", "snr"):
         for row in rows.get(name, []):
             row.setdefault("seconds", round(seconds, 3))
     return task.key, rows
@@ -661,26 +801,84 @@ def _run_row(task: Task) -> dict[str, Any]:
     return row
 
 
+def _clean_target(
+    clips: list, config: LinkConfig, psnr_drop: float, decoder
+) -> tuple[float, float]:
+    """(ceiling, target) of the matched-quality rule: the clips' all-NEW PSNR (every frame sent
+    as a quantized latent, the codec's ceiling on this link) and that minus ``psnr_drop``."""
+    from shared.experiments import run_group
+
+    all_new = config.replace(memory="vq", threshold=1.0, transmission="index")
+    ceiling = run_group(clips, all_new, decoder, False)
+    return ceiling.summary.psnr, ceiling.summary.psnr - psnr_drop
+
+
+def _matched_threshold(clip, config: LinkConfig, psnr_drop: float) -> dict[str, float]:
+    """The method's matched τ on a clean channel (memoized per worker: every Eb/N0 of a curve
+    shares it) with the target, and the PSNR and bits/frame it reaches."""
+    from shared.experiments import calibrate
+
+    cache = _WORKER["matched_tau"]
+    key = _key({"config": config.replace(threshold=1.0).model_dump(), "clip": clip.name,
+                "n": len(clip.latents), "drop": psnr_drop})  # fmt: skip
+    if key not in cache:
+        decoder = _WORKER["decoder"]
+        _, target = _clean_target([clip], config, psnr_drop, decoder)
+        result, _ = calibrate([clip], config, target, decoder)
+        cache[key] = {
+            "threshold": result.threshold,
+            "target_psnr": target,
+            "clean_psnr": result.summary.psnr,
+            "clean_bits_per_frame": result.summary.bits_per_frame,
+        }
+    return cache[key]
+
+
+def _snr_row(task: Task) -> dict[str, Any]:
+    from shared.simulator import DecodeCache
+    from shared.snr import snr_point
+
+    p = task.params
+    config = build_config(p["config"], read_env=False)
+    clip = _clip(p["scenario"], p["n_frames"], config.seed)
+    matched: dict[str, Any] = {}
+    if p["psnr_drop"] is not None:
+        matched = _matched_threshold(clip, config, p["psnr_drop"])
+        config = config.replace(threshold=matched["threshold"])
+    # A fresh cache: corrupted latents are new and would pile up in the worker's shared one.
+    decoder = DecodeCache(_WORKER["codec"])
+    point = snr_point(clip.frames, clip.latents, config, p["phy"], decoder, seed=config.seed)
+    return {
+        "key": task.key,
+        "grid": p["grid"],
+        "scenario": p["scenario"],
+        "protocol": _protocol(p["scenario"]),
+        "n_frames": p["n_frames"],
+        "ebn0_db": p["phy"]["snr_db"],
+        **{k: p["phy"][k] for k in PHY_AXES},
+        "threshold_rule": "fixed" if p["psnr_drop"] is None else MATCHED_TAU,
+        "psnr_drop": p["psnr_drop"],
+        **matched,
+        **config.model_dump(),
+        "codec_digest": p["codec_digest"],
+        **point,
+    }
+
+
 def _matched_rows(task: Task) -> dict[str, list[dict[str, Any]]]:
-    from shared.experiments import (
-        MATCH_TOLERANCE_DB,
-        bisect_into_window,
-        calibrate,
-        run_group,
-    )
+    from shared.experiments import MATCH_TOLERANCE_DB, bisect_into_window, calibrate
 
     p = task.params
     config = build_config(p["config"], read_env=False)
     decoder = _WORKER["decoder"]
     clips = [_clip(s, p["n_frames"], config.seed) for s in p["scenarios"]]
-    ceiling = run_group(clips, config.replace(memory="vq", threshold=1.0), decoder, False)
-    target = ceiling.summary.psnr - p["psnr_drop"]
+    ceiling, target = _clean_target(clips, config, p["psnr_drop"], decoder)
     common = {
         "key": task.key,
         "beta": p["beta"],
         "group": p["group"],
         "target_psnr": target,
-        "ceiling_psnr": ceiling.summary.psnr,
+        "ceiling_psnr": ceiling,
         "psnr_drop": p["psnr_drop"],
         "n_frames": p["n_frames"],
         "seed": config.seed,
@@ -944,7 +1142,7 @@ def run_sweep(
     if not tasks:
         raise SweepError("the sweep has no runs: give --grid, --config, --preset or --matched")
     files = {name: TidyCSV(out / fname, cols) for name, (fname, cols) in CSV_FILES.items()}
-    done = files["runs"].keys() | files["matched"].keys() | files["codecs"].keys()
+    done = set().union(*(files[name].keys() for name in ("runs", "matched", "codecs", "snr")))
     pending = [t for t in tasks if t.key not in done]
     workers = max(1, workers or os.cpu_count() or 1)
     added = dict.fromkeys(CSV_FILES, 0)
@@ -1015,9 +1213,10 @@ def add_sweep_arguments(parser) -> None:
         default=[],
         metavar="NAME=V1,V2,...",
         help="a swept parameter; all --grid flags form one grid (cartesian product). Names: "
-        "LinkConfig fields (threshold, capacity, beta, transmission, cue_bits, memory, ...) or "
-        "scenario (a scenario, a protocol, 'all', or a video file), rho, sigma; aliases tau, M, "
-        "K, mode",
+        "LinkConfig fields (threshold, capacity, beta, transmission, cue_bits, memory, seed, ...) "
+        "or scenario (a scenario, a protocol, 'all', or a video file), rho, sigma; the SNR axes "
+        "ebn0_db, modulation, channel (awgn, rayleigh), fec, with threshold=matched (each method "
+        "at its matched τ; psnr_drop) -> snr.csv; aliases tau, M, K, mode, fading",
     )
     parser.add_argument(
         "--config",
@@ -1028,7 +1227,8 @@ def add_sweep_arguments(parser) -> None:
         "--preset",
         choices=sorted(PRESETS),
         default=None,
-        help="a bundled sweep file (paper: everything in docs/results.md)",
+        help="a bundled sweep file (paper: the paper's figures and tables in docs/results.md; "
+        "snr: the link vs Eb/N0, every memory kind at matched τ, 10 seeds)",
     )
     parser.add_argument(
         "--print-config", action="store_true", help="print the --preset (or --config) file and exit"

@@ -28,14 +28,27 @@ from PIL import Image, ImageFilter
 from tqdm import tqdm
 
 from shared.accounting import psnr_batch
-from shared.codec import CODECS, Codec, CodecError, CodecSpec, Decoder, Encoder, codecs_dir
+from shared.codec import (
+    CODECS,
+    Codec,
+    CodecError,
+    CodecSpec,
+    Decoder,
+    Encoder,
+    codecs_dir,
+    save_codec,
+)
+from shared.codeceval import fit_latent_range
 
 __all__ = [
     "CropSampler",
     "evaluate_psnr",
     "holdout_frames",
     "source_images",
+    "hardware_description",
+    "split_holdout",
     "train_codec",
+    "warm_start",
 ]
 
 # Photos shipped in skimage's wheel, loaded through skimage.data (grayscale ones become RGB).
@@ -87,7 +100,7 @@ def _to_rgb(img: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(img[:, :, :3])
 
 
-def _split(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def split_holdout(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(train part, held-out part): the held-out part is the rightmost eighth (>= 64 columns)."""
     w = img.shape[1]
     cut = w - max(int(round(w * HOLDOUT_FRACTION)), 64)
@@ -162,7 +175,7 @@ class CropSampler:
 
 def holdout_frames(n: int = 256, size: int = 64, seed: int = 12345) -> np.ndarray:
     """n uint8 crops (n, size, size, 3) from the held-out strips only (no colour augmentation)."""
-    held = [_split(img)[1] for img in source_images().values()]
+    held = [split_holdout(img)[1] for img in source_images().values()]
     return CropSampler(held, size, seed, augment=False).batch(n)
 
 
@@ -198,7 +211,31 @@ class _Bank:
         return self.data[idx].permute(0, 3, 1, 2).float().div_(255.0)
 
 
-def _hardware(device: torch.device) -> str:
+def warm_start(encoder: Encoder, decoder: Decoder, init: str) -> None:
+    """Start from shipped codec ``init``: copy every tensor of the same name, and for tensors
+    whose shape differs (a larger latent's linear layers) the overlapping block, leaving the
+    rest of the fresh initialization; the extra latent dimensions start near zero.
+    """
+    blob = torch.load(codecs_dir() / f"{init}.pt", map_location="cpu", weights_only=True)
+    source = blob["state_dict"]
+    with torch.no_grad():
+        for prefix, module in (("encoder.", encoder), ("decoder.", decoder)):
+            for key, target in module.state_dict().items():
+                value = source.get(prefix + key)
+                if value is None or value.dim() != target.dim():
+                    continue
+                if value.shape != target.shape:
+                    target.mul_(0.01)
+                overlap = zip(value.shape, target.shape, strict=True)
+                block = tuple(slice(0, min(a, b)) for a, b in overlap)
+                target[block] = value[block].to(target.device)
+        # The decoder scales its input by sqrt(d); keep the copied columns' effect unchanged.
+        old_dim, new_dim = blob["spec"]["latent_dim"], decoder.expand.in_features
+        if old_dim != new_dim:
+            decoder.expand.weight[:, :old_dim] *= (old_dim / new_dim) ** 0.5
+
+
+def hardware_description(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
     cpu = platform.processor() or platform.machine()
@@ -228,6 +265,7 @@ def train_codec(
     bank_refresh: float = 0.2,
     threads: int | None = None,
     eval_frames: int = 512,
+    init: str | None = None,
 ) -> dict:
     """Train codec ``name`` from scratch for ``minutes`` of wall-clock time; write its card.
 
@@ -238,6 +276,7 @@ def train_codec(
     :func:`~shared.codec.codecs_dir`). ``spec`` overrides the registry entry (for experiments;
     its name then names the files). ``steps`` replaces the time budget by a step count.
     ``threads`` sets torch's CPU threads for the run (default: leave them as they are).
+    ``init`` names a shipped codec to start from (:func:`warm_start`) instead of random weights.
     """
     if spec is None:
         if name not in CODECS:
@@ -260,7 +299,7 @@ def train_codec(
             return _train(
                 spec, minutes=minutes, seed=seed, dev=dev, out_dir=out_dir, progress=progress,
                 steps=steps, batch_size=batch_size, lr=lr, bank_size=bank_size,
-                bank_refresh=bank_refresh, eval_frames=eval_frames,
+                bank_refresh=bank_refresh, eval_frames=eval_frames, init=init,
             )  # fmt: skip
     finally:
         torch.set_num_threads(prev_threads)
@@ -280,10 +319,11 @@ def _train(
     bank_size: int,
     bank_refresh: float,
     eval_frames: int,
+    init: str | None,
 ) -> dict:
     t_start = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)
-    train_parts = [_split(img)[0] for img in source_images().values()]
+    train_parts = [split_holdout(img)[0] for img in source_images().values()]
     sampler = CropSampler(train_parts, spec.frame_size, seed)
     bank_size = max(bank_size, batch_size)
     bank = _Bank.build(sampler, bank_size, dev)
@@ -292,6 +332,8 @@ def _train(
     cl = torch.channels_last
     encoder = Encoder(spec).to(dev, memory_format=cl)
     decoder = Decoder(spec).to(dev, memory_format=cl)
+    if init is not None:
+        warm_start(encoder, decoder, init)
     params = [*encoder.parameters(), *decoder.parameters()]
     n_params = sum(p.numel() for p in params)
     opt = torch.optim.Adam(params, lr=lr)
@@ -356,24 +398,21 @@ def _train(
     train_wall = time.perf_counter() - t0
     bar.close()
 
-    state = {
-        f"{prefix}.{k}": v.detach().cpu().float().contiguous()
-        for prefix, module in (("encoder", encoder), ("decoder", decoder))
-        for k, v in module.state_dict().items()
-    }
-    weights = out_dir / f"{spec.name}.pt"
-    torch.save({"spec": spec.to_dict(), "state_dict": state}, weights)
+    weights = save_codec(spec, encoder, decoder, out_dir / f"{spec.name}.pt")
 
     codec = Codec(spec, weights)
     n_train_eval = min(1024, bank_size)
     train_idx = torch.randperm(bank_size, generator=gen)[:n_train_eval]
     train_frames = bank.data[train_idx.to(dev)].cpu().numpy()
     train_psnr = evaluate_psnr(codec, train_frames)
+    # The quantizer range is fitted on training crops only, like the weights.
+    fitted_range = fit_latent_range(codec.encode(train_frames))
     eval_psnr = evaluate_psnr(codec, holdout_frames(eval_frames, spec.frame_size))
     command = (
         f"python -m shared.training --name {spec.name} --minutes {minutes:g} --seed {seed} "
         f"--device {dev.type} --batch-size {batch_size} --lr {lr:g} --bank-size {bank_size}"
         + (f" --steps {steps}" if steps is not None else "")
+        + (f" --init {init}" if init is not None else "")
         + f" --threads {torch.get_num_threads()}"
     )
     card = {
@@ -385,20 +424,23 @@ def _train(
         "params": n_params,
         "weights_file": weights.name,
         "weights_bytes": weights.stat().st_size,
+        "weights_dtype": "float16",
         "sha256": codec.digest,
         "command": command,
         "seed": seed,
+        "init": init,
         "steps": step,
         "batch_size": batch_size,
         "lr": lr,
         "loss": "mse",
         "bank_size": bank_size,
         "device": dev.type,
-        "hardware": _hardware(dev),
+        "hardware": hardware_description(dev),
         "wall_time_s": round(train_wall, 1),
         "total_time_s": round(time.perf_counter() - t_start, 1),
         "train_psnr_db": round(train_psnr, 3),
         "eval_psnr_db": round(eval_psnr, 3),
+        "fitted_latent_range": fitted_range,
         "eval_frames": f"{eval_frames} crops of the held-out rightmost 1/8 of each photo",
         "data": "skimage.data photos: " + ", ".join([*_SKIMAGE_PHOTOS, *_SKIMAGE_FILES]),
         "created_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -424,11 +466,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr", type=float, default=1.5e-3)
     p.add_argument("--bank-size", type=int, default=32768)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--init", default=None, help="start from this shipped codec's weights")
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args(argv)
     card = train_codec(
         a.name, a.minutes, a.seed, a.device, a.out_dir, not a.quiet, steps=a.steps,
-        batch_size=a.batch_size, lr=a.lr, bank_size=a.bank_size, threads=a.threads,
+        batch_size=a.batch_size, lr=a.lr, bank_size=a.bank_size, threads=a.threads, init=a.init,
     )  # fmt: skip
     print(json.dumps(card, indent=2))
 

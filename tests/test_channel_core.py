@@ -29,75 +29,17 @@ from shared.protocol import (
     decode,
     encode,
 )
-from shared.quantizer import dequantize, normalize, pack_codes, quantize, unpack_codes
+from shared.quantizer import dequantize, unpack_codes
+from tests.synthetic import CONFIG, RX, TX, differing_bits, hits, news, send, within
 
-CONFIG = build_config({"latent_dim": 64, "capacity": 200, "cue_bits": 32}, read_env=False)
 SOFT = build_config(
     {"capacity": 200, "cue_bits": 20, "transmission": "soft", "top_k": 4, "weight_bits": 4},
     read_env=False,
 )
-TX, RX = DIRECTIONS
-
-
-def news(n: int, config=CONFIG, seed: int = 0, first: int = 0) -> list[New]:
-    rng = np.random.default_rng(seed)
-    latents = normalize(rng.standard_normal((n, config.latent_dim)))
-    return [
-        New(
-            seq=first + i,
-            t=(first + i) / 30,
-            slot=int(rng.integers(config.capacity)),
-            latent=pack_codes(quantize(latents[i], config.bits_per_value), config.bits_per_value),
-        )
-        for i in range(n)
-    ]
-
-
-def hits(n: int, config=CONFIG, seed: int = 1, first: int = 0) -> list[Hit]:
-    rng = np.random.default_rng(seed)
-    k = config.top_k if config.transmission == "soft" else 1
-    out = []
-    for i in range(n):
-        refs = tuple(int(r) for r in rng.choice(config.capacity, size=k, replace=False))
-        weights = tuple(int(w) for w in rng.integers(1, 1 << config.weight_bits, size=k))
-        out.append(
-            Hit(
-                seq=first + i,
-                t=(first + i) / 30,
-                refs=refs,
-                cue=int(rng.integers(1 << config.cue_bits)) if config.cue_bits else 0,
-                weights=weights if k > 1 else (),
-            )
-        )
-    return out
-
-
-def send(core, messages, direction=TX, start=0.0, dt=1e-3):
-    """Feed messages (encoded) one per ``dt``; returns [(index, Delivery)] in emission order."""
-    out = []
-    for i, message in enumerate(messages):
-        now = start + i * dt
-        data = message if isinstance(message, bytes) else encode(message)
-        for delivery in core.on_data(direction, data, now):
-            assert isinstance(delivery, Delivery)
-            assert delivery.at >= now  # never before it arrived
-            out.append((i, delivery))
-    return out
-
-
-def differing_bits(a: bytes, b: bytes) -> int:
-    assert len(a) == len(b)
-    return int(np.unpackbits(np.frombuffer(a, np.uint8) ^ np.frombuffer(b, np.uint8)).sum())
 
 
 def popcount(x: int) -> int:
     return bin(x).count("1")
-
-
-def within(measured: float, expected: float, n: int, sds: float = 4.5) -> bool:
-    """A binomial proportion within ``sds`` standard errors of its expectation."""
-    sd = math.sqrt(max(expected * (1 - expected), 1e-12) / n)
-    return abs(measured - expected) <= sds * sd
 
 
 # -- pass-through ----------------------------------------------------------------------------------

@@ -17,10 +17,18 @@ def _cfg(**kw):
 
 
 @pytest.mark.parametrize(
-    "memory, mode", [("vq", "index"), ("hopfield", "index"), ("hopfield", "soft")]
+    "memory, mode, tools",
+    [
+        ("vq", "index", {}),
+        ("hopfield", "index", {}),
+        ("hopfield", "soft", {}),
+        # A fitted quantizer range (and the tools whose symbols depend on it) on both ends.
+        ("hopfield", "index", {"latent_range": 0.375, "bits_per_value": 4}),
+        ("vq", "index", {"latent_range": 0.375, "entropy_coding": True, "delta": True}),
+    ],
 )
-def test_memories_stay_identical_over_a_whole_clip(latents, memory, mode):
-    cfg = _cfg(memory=memory, transmission=mode)
+def test_memories_stay_identical_over_a_whole_clip(latents, memory, mode, tools):
+    cfg = _cfg(memory=memory, transmission=mode, **tools)
     tx, rx = TransmitterCore(cfg), ReceiverCore(cfg)
     for seq, z in enumerate(latents):
         decision = tx.on_frame(seq, seq / 30, z)

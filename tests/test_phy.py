@@ -25,7 +25,7 @@ from channel.impairments.phy import (
 from channel.server import build_app
 from shared.protocol import Digest, Hit, New, Refresh, decode, encode
 from shared.service import ChannelSettings
-from tests.test_channel_core import CONFIG, TX, differing_bits, hits, news, send, within
+from tests.synthetic import CONFIG, TX, differing_bits, hits, news, send, within
 
 LATENT_BITS = CONFIG.latent_dim * CONFIG.bits_per_value  # 512
 
@@ -491,3 +491,13 @@ def test_rest_api_sets_phy_through_the_registry():
         bad = client.put("/impairments/tx_to_rx/phy", json={"channel": "rician"})
         assert bad.status_code == 400 and "channel" in bad.json()["detail"]
         assert "phy" in client.get("/impairments").json()["tx_to_rx"]
+
+
+def test_kappa_is_the_latent_bits_per_symbol_of_one_new_frame_by_hand():
+    frame = 8 * len(encode(New(seq=0, t=0.0, slot=0, latent=bytes(64))))
+    assert frame == 840  # premise: the msgpack NEW frame of a 64-byte latent
+    assert latent_kappa(CONFIG, "qpsk") == 512 / 420  # ⌈840 / 2⌉ QPSK symbols
+    # Hamming(7,4) codes the header (328 bits: 82 blocks) and the payload (128 blocks) apart:
+    # 7·(82 + 128) = 1470 coded bits in ⌈1470 / 4⌉ = 368 16-QAM symbols.
+    assert latent_kappa(CONFIG, "16qam", "hamming74") == 512 / 368
+    assert latent_kappa(CONFIG, "bpsk", "repetition3") == 512 / (3 * 840)

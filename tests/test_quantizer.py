@@ -62,3 +62,25 @@ def test_bad_inputs_are_rejected():
 def test_pack_round_trip_property(bits, values):
     codes = np.array([v % (1 << bits) for v in values], dtype=np.uint16)
     np.testing.assert_array_equal(unpack_codes(pack_codes(codes, bits), bits, len(codes)), codes)
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_a_fitted_range_gives_finer_cells_and_clips_beyond_it(bits):
+    rng = np.random.default_rng(2)
+    z = normalize(rng.standard_normal((400, 64)))  # values mostly within ±0.4
+    r = 0.5
+    centres = (quantize(z, bits, r).astype(np.float64) + 0.5) * (2.0 * r / (1 << bits)) - r
+    inside = np.abs(z) <= r
+    assert np.abs(centres - z)[inside].max() <= r / (1 << bits) + 1e-6  # half a (finer) cell
+    assert np.array_equal(np.sign(centres[~inside]), np.sign(z[~inside]))  # clipped to the ends
+    assert np.abs(centres[~inside]).max() < r
+    err_fitted = 1 - np.sum(dequantize(quantize(z, bits, r), bits, r) * z, axis=1)
+    err_paper = 1 - np.sum(dequantize(quantize(z, bits), bits) * z, axis=1)
+    assert err_fitted.mean() < err_paper.mean()
+
+
+def test_range_one_is_the_paper_quantizer_bit_for_bit():
+    z = normalize(np.random.default_rng(3).standard_normal((50, 64)))
+    codes = quantize(z, 6, 1.0)
+    assert np.array_equal(codes, quantize(z, 6))
+    assert dequantize(codes, 6, 1.0).tobytes() == dequantize(codes, 6).tobytes()

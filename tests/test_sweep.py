@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import pytest
 
 from shared.config import build_config
 from shared.sweep import (
+    PRESETS,
     RUN_COLUMNS,
     SweepError,
     SweepSpec,
@@ -228,3 +230,121 @@ def test_rows_do_not_depend_on_the_number_of_workers(tmp_path):
         }
 
     assert rows("1") == rows("2") and len(rows("1")) == 4
+
+
+SNR_SPEC = """
+frames = 30
+[[grid]]
+name = "snr"
+scenario = ["low_motion"]
+memory = ["vq", "hopfield"]
+threshold = ["matched"]
+fading = ["awgn", "rayleigh"]
+seed = [0, 1]
+ebn0_db = [3, 30]
+"""
+
+
+def test_snr_grid_rows_are_snr_point_at_the_matched_tau(tmp_path, codec):
+    from shared.experiments import calibrate, prepare_clips, run_group
+    from shared.simulator import DecodeCache
+    from shared.snr import POINT_COLUMNS, snr_point
+
+    base = build_config({}, read_env=False)
+    spec = spec_from_toml(SNR_SPEC)
+    outcome = run_sweep(spec, base, tmp_path, workers=1, progress=False, figures=False)
+    rows = read_rows(tmp_path / "snr.csv")
+    assert outcome.added == {"runs": 0, "matched": 0, "timeline": 0, "codecs": 0, "snr": 16}
+    assert len({r["key"] for r in rows}) == 16 and not (tmp_path / "runs.csv").exists()
+    decoder = DecodeCache(codec)
+    for r in rows:
+        # The same point computed by hand: calibrate τ on the clean channel, then snr_point.
+        clip = prepare_clips(["low_motion"], codec, 30, r["seed"])[0]
+        config = base.replace(memory=r["memory"], seed=r["seed"])
+        ceiling = run_group([clip], config.replace(memory="vq", threshold=1.0), decoder, False)
+        assert r["target_psnr"] == ceiling.summary.psnr - 0.5
+        calibrated, _ = calibrate([clip], config, r["target_psnr"], decoder)
+        assert r["threshold_rule"] == "matched" and r["threshold"] == calibrated.threshold
+        assert r["clean_psnr"] == calibrated.summary.psnr >= r["target_psnr"]
+        phy = {"snr_db": r["ebn0_db"], "channel": r["channel"]}
+        point = snr_point(
+            clip.frames, clip.latents, config.replace(threshold=r["threshold"]), phy,
+            DecodeCache(codec), seed=r["seed"],
+        )  # fmt: skip
+        assert {k: r[k] for k in POINT_COLUMNS} == point
+        assert (r["modulation"], r["fec"], r["n_frames"]) == ("qpsk", "none", 30)
+        # C in bits/s/Hz by hand: κ = 512 latent bits / ⌈840 NEW frame bits / 2⌉ QPSK symbols.
+        eta = r["hit_rate"] * 512 / r["bits_per_frame"]
+        assert r["kappa_bps_per_hz"] == 512 / 420
+        assert r["reasoning_capacity_bps_per_hz"] == pytest.approx(512 / 420 * math.log2(1 + eta))
+        if r["ebn0_db"] == 30:  # an error-free channel: the network path equals the simulator
+            assert r["ber"] == 0 and r["refreshes"] == r["concealed"] == 0 and r["digests_agree"]
+            assert (r["psnr"], r["bits_per_frame"]) == (r["clean_psnr"], r["clean_bits_per_frame"])
+    # Seeds are independent repetitions: other clip, other channel draws.
+    for memory in ("vq", "hopfield"):
+        for fading in ("awgn", "rayleigh"):
+            s0, s1 = (
+                next(r for r in rows if (r["memory"], r["channel"], r["ebn0_db"], r["seed"])
+                     == (memory, fading, 3.0, seed))
+                for seed in (0, 1)
+            )  # fmt: skip
+            assert s0["ber"] != s1["ber"] and s0["target_psnr"] != s1["target_psnr"]
+    # Resumable like every sweep.
+    again = run_sweep(spec, base, tmp_path, workers=1, progress=False, figures=False)
+    assert again.done_before == 16 and again.added["snr"] == 0
+
+
+def test_snr_axes_parse_and_misuse_is_named():
+    grid = parse_grid_args(
+        [
+            "ebn0_db=0,2.5",
+            "fading=awgn,rayleigh",
+            "modulation=16qam",
+            "fec=hamming74",
+            "tau=matched",
+        ]
+    )
+    assert grid == {
+        "ebn0_db": (0.0, 2.5),
+        "channel": ("awgn", "rayleigh"),
+        "modulation": ("16qam",),
+        "fec": ("hamming74",),
+        "threshold": ("matched",),
+    }
+    base = build_config({}, read_env=False)
+    tasks, _ = expand(SweepSpec(grids=[("g", grid)], frames=8), base, "digest")
+    assert len(tasks) == 4 and {t.kind for t in tasks} == {"snr"}
+    assert {t.params["phy"]["channel"] for t in tasks} == {"awgn", "rayleigh"}
+    assert all(
+        t.params["phy"]["fec"] == "hamming74" and t.params["psnr_drop"] == 0.5 for t in tasks
+    )
+    fixed, _ = expand(SweepSpec(grids=[("g", parse_grid_args(["ebn0_db=4"]))]), base, "d")
+    assert fixed[0].params["psnr_drop"] is None  # the config's τ
+    for bad, message in (
+        (["modulation=8psk"], "modulation"),
+        (["fading=rician"], "channel"),
+        (["tau=best"], "threshold"),
+    ):
+        with pytest.raises(SweepError, match=message):
+            parse_grid_args(bad)
+    for items, message in (
+        (["modulation=qpsk"], "give ebn0_db"),
+        (["tau=matched"], "give ebn0_db"),
+        (["ebn0_db=4", "rho=0.1"], "rho and sigma"),
+        (["ebn0_db=4", "psnr_drop=1"], "psnr_drop only applies"),
+        (["ebn0_db=99"], "invalid channel"),
+    ):
+        with pytest.raises(SweepError, match=message):
+            expand(SweepSpec(grids=[("g", parse_grid_args(items))]), base, "digest")
+
+
+def test_snr_preset_covers_every_memory_kind_both_fadings_and_several_seeds():
+    tasks, skipped = expand(spec_from_toml(PRESETS["snr"]), build_config({}, read_env=False), "d")
+    assert not skipped and {t.kind for t in tasks} == {"snr"}
+    configs = [t.params["config"] for t in tasks]
+    kinds = {(c["memory"], c["hopfield_steps"], c["transmission"]) for c in configs}
+    assert kinds == {("vq", 1, "index"), ("hopfield", 1, "index"), ("adaptive", 1, "index"),
+                     ("hopfield", 1, "soft"), ("hopfield", 10, "index")}  # fmt: skip
+    assert {t.params["phy"]["channel"] for t in tasks} == {"awgn", "rayleigh"}
+    assert len({c["seed"] for c in configs}) >= 5
+    assert all(t.params["psnr_drop"] == 0.5 for t in tasks)  # every method at its matched τ

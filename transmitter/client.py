@@ -11,17 +11,26 @@ frame is skipped silently (with ``--fps`` the pacing clock restarts after a reco
 whose send failed when the link broke was already decided by the core; it is counted in
 ``frames_unsent`` and the Rx will count it lost. A refusal the Tx cannot fix by retrying (close
 codes 4000-4003: protocol, version, config or model mismatch) stops the Tx with exit status 2.
+
+Pacing: with ``--fps`` the source is a camera, frame k exists from its slot on: it is read once
+frame k-1 is out (not while it goes out: reading holds the GIL the sending thread needs) and
+encoded at its slot, so a frame's latency starts when it reaches the encoder. Unpaced, the next
+frame is read and encoded while this one goes out. ``--frame-log FILE`` appends one JSON
+line per frame sent: seq, kind, and on ``time.monotonic()`` (one clock for every process of the
+machine) when the frame reached the encoder, left it, and when its message was sent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from typing import TextIO
 
 import numpy as np
 from pydantic import BaseModel
@@ -184,10 +193,13 @@ class TxService:
         self._done: asyncio.Future[int] | None = None
         self._task: asyncio.Task | None = None
         self._warned = 0
+        self._frame_log: TextIO | None = None
 
     # -- lifespan ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self.settings.frame_log:  # one line per frame, flushed as written
+            self._frame_log = open(self.settings.frame_log, "a", buffering=1)  # noqa: SIM115
         self._done = asyncio.get_running_loop().create_future()
         self._task = asyncio.create_task(self._run(), name="tx-stream")
 
@@ -196,6 +208,8 @@ class TxService:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
+        if self._frame_log is not None:
+            self._frame_log.close()
 
     async def wait_finished(self) -> int:
         assert self._done is not None
@@ -215,15 +229,25 @@ class TxService:
         s = self.settings
         return iter_frames(s.scenario, s.frames, self.codec.frame_size, self.config.seed)
 
-    def _next_latent(self) -> np.ndarray | None:
-        """The next frame's latent, or None at the end of the source (worker thread)."""
+    def _next_frame(self) -> np.ndarray | None:
+        """The next frame, or None at the end of the source (worker thread)."""
         frame = next(self._source, None)
         if frame is None and self.settings.loop:
             self._source = self._open_source()
             frame = next(self._source, None)
-        if frame is None:
-            return None
-        return self.codec.encode(frame)[0]
+        return frame
+
+    def _encode(self, frame: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
+        """The frame's latent, and when the frame reached the encoder and left it (worker
+        thread)."""
+        captured = time.monotonic()
+        latent = self.codec.encode(frame)[0]
+        return latent, (captured, time.monotonic())
+
+    def _next_latent(self) -> tuple[np.ndarray, tuple[float, float]] | None:
+        """The next frame encoded (see :meth:`_encode`), or None at the end (worker thread)."""
+        frame = self._next_frame()
+        return None if frame is None else self._encode(frame)
 
     # -- the link ---------------------------------------------------------------------------------
 
@@ -322,25 +346,30 @@ class TxService:
         loop = asyncio.get_running_loop()
         reader = asyncio.create_task(self._read(ws), name="tx-read")
         fps, every = self.settings.fps, self.settings.digest_every
+        fetch = self._next_frame if fps > 0 else self._next_latent  # see the module docstring
         try:
             started, first = loop.time(), self._seq
             while True:
                 if self._prefetch is None:
-                    self._prefetch = loop.run_in_executor(None, self._next_latent)
-                latent = await self._prefetch
+                    self._prefetch = loop.run_in_executor(None, fetch)
+                item = await self._prefetch
                 self._prefetch = None
-                if latent is None:
+                if item is None:
                     break
                 if fps > 0:
                     delay = started + (self._seq - first) / fps - loop.time()
                     if delay > 0:
                         await asyncio.sleep(delay)
-                # Encode the next frame while this one goes out.
-                self._prefetch = loop.run_in_executor(None, self._next_latent)
+                    item = await loop.run_in_executor(None, self._encode, item)
+                latent, times = item
+                if fps <= 0:  # encode the next frame while this one goes out
+                    self._prefetch = loop.run_in_executor(None, fetch)
                 seq = self._seq
                 self._seq += 1
                 decision = self.core.on_frame(seq, seq / (fps or NOMINAL_FPS), latent)
                 await self._send(ws, decision.message)
+                if self._frame_log is not None:
+                    self._log_frame(seq, decision.message, *times)
                 if every and (seq + 1) % every == 0:
                     await self._send(ws, self.core.digest())
             await self._send(ws, self.core.digest())
@@ -403,6 +432,11 @@ class TxService:
                 del self._sent_times[:512]
         elif isinstance(message, Refresh):
             t.refresh_bits += semantic_bits(message, self.config)
+
+    def _log_frame(self, seq: int, message: Message, captured: float, encoded: float) -> None:
+        line = {"seq": seq, "kind": message.TYPE, "captured": captured, "encoded": encoded}
+        line["sent"] = time.monotonic()
+        self._frame_log.write(json.dumps(line) + "\n")
 
     def _count_in(self, data: bytes | str) -> None:
         t = self.traffic

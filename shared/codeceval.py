@@ -1,0 +1,373 @@
+"""``hoplink codec-eval``: what each shipped codec's pictures are worth, beside two baselines.
+
+For every codec, quantizer width b and source (the eight scenarios, or video files), the frames
+go through ``encode → quantize(b) → dequantize → decode`` exactly as the link's NEW path does,
+and the reconstruction's PSNR/SSIM are set beside
+
+* the best **thumbnail** that fits the same bits (a ``side × side`` RGB thumbnail with ``q`` bits
+  per value, box-filtered down and bicubic up; ``side²·3·q ≤ d·b``, the ``(side, q)`` with the
+  best mean PSNR over all sources is chosen once, so it is a fixed codec, not an oracle), and
+* **H.264** (libx264, one I-frame per clip, :mod:`shared.realcodecs`): its bits/frame at the
+  codec's PSNR on the same clip (interpolated between CRFs; ``≤``/``≥`` when outside them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from shared.quantizer import dequantize, quantize
+
+# shared.accounting, PIL and the scenarios load in the functions: `hoplink --help` stays instant.
+
+__all__ = [
+    "EvalRow",
+    "codec_roundtrip",
+    "evaluate",
+    "fit_latent_range",
+    "h264_anchor",
+    "link_comparison",
+    "thumbnail",
+    "thumbnail_choice",
+]
+
+THUMBNAIL_SIDES = (2, 3, 4, 5, 6, 8, 10, 12, 16)
+RANGE_COVERAGE = 0.999  # fraction of latent values the fitted quantizer range keeps unclipped
+
+
+def fit_latent_range(latents: np.ndarray, coverage: float = RANGE_COVERAGE) -> float:
+    """The quantizer range R: the ``coverage`` quantile of |z| over sample latents (N, d).
+
+    Unit-norm latents use far less than [−1, 1] (about ±4/√d), so cells spent outside R are
+    wasted; values beyond R clip, which costs little at this coverage. Rounded up to 1/64 so the
+    number reads well in configs.
+    """
+    values = np.abs(np.asarray(latents, dtype=np.float64)).ravel()
+    if values.size == 0 or not np.isfinite(values).all():
+        raise ValueError("need finite sample latents to fit a quantizer range")
+    r = float(np.quantile(values, coverage))
+    return min(1.0, math.ceil(r * 64) / 64)
+
+
+def codec_roundtrip(codec, frames: np.ndarray, bits: int, latent_range: float = 1.0):
+    """Frames as the Rx shows them after a NEW at ``bits`` per value: uint8 (N, S, S, 3)."""
+    latents = codec.encode(frames)
+    return codec.decode(dequantize(quantize(latents, bits, latent_range), bits, latent_range))
+
+
+def thumbnail(frames: np.ndarray, side: int, bits: int) -> np.ndarray:
+    """``side × side`` thumbnails with ``bits`` per value (uniform, mid-rise), scaled back up."""
+    from PIL import Image
+
+    n, size = frames.shape[0], frames.shape[1]
+    levels = 1 << bits
+    out = np.empty_like(frames)
+    for i in range(n):
+        small = np.asarray(
+            Image.fromarray(frames[i]).resize((side, side), Image.Resampling.BOX), np.float32
+        )
+        cells = np.clip(np.floor(small * (levels / 256.0)), 0, levels - 1)
+        small = np.rint((cells + 0.5) * (256.0 / levels) - 0.5).clip(0, 255).astype(np.uint8)
+        up = Image.fromarray(small).resize((size, size), Image.Resampling.BICUBIC)
+        out[i] = np.asarray(up)
+    return out
+
+
+def thumbnail_choice(clips: Sequence[np.ndarray], budget_bits: int) -> tuple[int, int]:
+    """The ``(side, q)`` within ``side²·3·q ≤ budget_bits`` with the best mean PSNR over clips."""
+    from shared.accounting import psnr_batch
+
+    best, best_psnr = None, -math.inf
+    for side in THUMBNAIL_SIDES:
+        q = min(8, budget_bits // (3 * side * side))
+        if q < 1:
+            continue
+        mean = float(np.mean([psnr_batch(c, thumbnail(c, side, q)).mean() for c in clips]))
+        if mean > best_psnr:
+            best, best_psnr = (side, q), mean
+    if best is None:
+        raise ValueError(f"no thumbnail fits in {budget_bits} bits")
+    return best
+
+
+@dataclass(frozen=True)
+class EvalRow:
+    codec: str
+    latent_dim: int
+    frame_size: int
+    bits_per_value: int
+    latent_range: float
+    source: str
+    bits_per_frame: int
+    psnr: float
+    ssim: float
+    thumbnail: str  # "side×side×q"
+    thumbnail_psnr: float
+    h264_bits_at_psnr: str  # BitsAtPsnr.describe(): "123.4", or "≤…*"/"≥…*" out of range
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _mean_ssim(a: np.ndarray, b: np.ndarray, stride: int) -> float:
+    from shared.accounting import ssim
+
+    return float(np.mean([ssim(a[i], b[i]) for i in range(0, len(a), stride)]))
+
+
+def evaluate(
+    codec,
+    clips: dict[str, np.ndarray],
+    bits_list: Sequence[int],
+    latent_range: float = 1.0,
+    h264: dict | None = None,
+    ssim_stride: int = 4,
+) -> list[EvalRow]:
+    """One row per (b, source) for ``codec`` on ``clips`` (name → uint8 frames at its size).
+
+    ``h264`` maps a source to its H.264 points (:func:`h264_anchor`); None leaves that column out.
+    """
+    from shared.accounting import psnr_batch
+    from shared.realcodecs import bits_at_psnr
+
+    rows = []
+    for bits in bits_list:
+        budget = codec.latent_dim * bits
+        side, q = thumbnail_choice(list(clips.values()), budget)
+        for name, frames in clips.items():
+            shown = codec_roundtrip(codec, frames, bits, latent_range)
+            p = float(psnr_batch(frames, shown).mean())
+            thumb = thumbnail(frames, side, q)
+            rows.append(
+                EvalRow(
+                    codec=codec.name,
+                    latent_dim=codec.latent_dim,
+                    frame_size=codec.frame_size,
+                    bits_per_value=bits,
+                    latent_range=latent_range,
+                    source=name,
+                    bits_per_frame=budget,
+                    psnr=p,
+                    ssim=_mean_ssim(frames, shown, ssim_stride),
+                    thumbnail=f"{side}×{side}×{q}",
+                    thumbnail_psnr=float(psnr_batch(frames, thumb).mean()),
+                    h264_bits_at_psnr=bits_at_psnr(h264[name], p).describe() if h264 else "–",
+                )
+            )
+    return rows
+
+
+def h264_anchor(clips: dict[str, np.ndarray]) -> dict:
+    """H.264's RD points (one per CRF) for every clip: the anchor :func:`evaluate` reads."""
+    from shared.realcodecs import h264_points
+
+    return {name: h264_points(frames) for name, frames in clips.items()}
+
+
+@dataclass(frozen=True)
+class LinkRow:
+    """One codec on the link over one group of clips, at the common target PSNR."""
+
+    codec: str
+    group: str
+    target_psnr: float
+    threshold: float
+    bits_per_frame: float
+    hit_rate: float
+    psnr: float
+    ssim: float
+
+
+def link_comparison(
+    codecs: Sequence, base, n_frames: int, seed: int, psnr_drop: float = 0.5, on_step=None
+) -> list[LinkRow]:
+    """Codecs side by side on the link, per Table I group, at ONE target PSNR per group: the
+    lowest all-NEW PSNR among the codecs minus ``psnr_drop`` (every codec can reach it), each
+    calibrated by the same rule (:func:`shared.experiments.calibrate`: the lowest-rate τ that
+    reaches it). Codecs must share d and b so that bits compare; ``base`` names the memory.
+    """
+    from shared.experiments import TABLE_GROUPS, calibrate, prepare_clips, run_group
+    from shared.simulator import DecodeCache
+
+    if len({(c.latent_dim, c.frame_size) for c in codecs}) != 1:
+        raise ValueError("link comparison needs codecs of one latent size and frame size")
+    rows = []
+    for group, names in TABLE_GROUPS.items():
+        prepared = []
+        for codec in codecs:
+            config = base.replace(codec=codec.name, latent_dim=codec.latent_dim)
+            clips = prepare_clips(names, codec, n_frames, seed)
+            decoder = DecodeCache(codec)
+            ceiling = run_group(clips, config.replace(memory="vq", threshold=1.0), decoder, False)
+            prepared.append((codec, config, clips, decoder, ceiling.summary.psnr))
+        target = min(p[-1] for p in prepared) - psnr_drop
+        for codec, config, clips, decoder, _ in prepared:
+            result, _ = calibrate(clips, config, target, decoder, on_step)
+            s = result.summary
+            rows.append(
+                LinkRow(
+                    codec.name,
+                    group,
+                    target,
+                    result.threshold,
+                    s.bits_per_frame,
+                    s.hit_rate,
+                    s.psnr,
+                    s.ssim,
+                )  # fmt: skip
+            )
+    return rows
+
+
+# --- hoplink codec-eval ---------------------------------------------------------------------------
+
+
+def add_codec_eval_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "codec-eval",
+        help="PSNR/SSIM of each shipped codec per scenario, vs a thumbnail and H.264",
+        description=__doc__.split("\n\n")[1] if __doc__ else None,
+    )
+    p.add_argument(
+        "--codecs", default=None, help="comma-separated names (default: every shipped codec)"
+    )
+    p.add_argument("--bits", default="2,3,4,6,8", help="bits per value b (default 2,3,4,6,8)")
+    p.add_argument(
+        "--sources",
+        default=None,
+        help="scenarios and/or video files, comma-separated (default: the eight scenarios)",
+    )
+    p.add_argument("--frames", type=int, default=60, help="frames per source (default 60)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--range",
+        dest="latent_range",
+        default="both",
+        choices=("paper", "fitted", "both"),
+        help="quantizer range: paper (R = 1), the card's fitted range, or both (default)",
+    )
+    p.add_argument("--no-h264", action="store_true", help="skip the H.264 comparison (faster)")
+    p.add_argument(
+        "--link",
+        action="store_true",
+        help="also run the codecs on the link (hopfield memory, Table I groups) at one matched "
+        "PSNR per group; codecs must share d and frame size",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON rows instead of tables")
+    p.add_argument("--out", default=None, help="also write the JSON rows to this file")
+    p.set_defaults(func=cmd_codec_eval)
+
+
+def _fitted_range(name: str) -> float | None:
+    from shared.codec import codec_card
+
+    return codec_card(name).get("fitted_latent_range")
+
+
+def cmd_codec_eval(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from shared.codec import CODECS, CodecError, codecs_dir, load_codec
+    from shared.scenarios import SCENARIOS, ScenarioError, load_clip
+    from shared.tables import render_table
+
+    shipped = [n for n in CODECS if (codecs_dir() / f"{n}.pt").is_file()]
+    names = [n.strip() for n in (args.codecs or ",".join(shipped)).split(",") if n.strip()]
+    try:
+        bits_list = sorted({int(b) for b in args.bits.split(",") if b.strip()})
+    except ValueError:
+        raise SystemExit(f"--bits must be comma-separated integers, got {args.bits!r}") from None
+    if not bits_list or not all(1 <= b <= 16 for b in bits_list):
+        raise SystemExit(f"--bits values must lie in 1..16, got {args.bits!r}")
+    sources = [s.strip() for s in (args.sources or ",".join(SCENARIOS)).split(",") if s.strip()]
+    rows: list[EvalRow] = []
+    try:
+        codecs = [load_codec(n) for n in names]
+        clips_by_size: dict[int, dict[str, np.ndarray]] = {}
+        for size in sorted({c.frame_size for c in codecs}):
+            clips_by_size[size] = {
+                s: load_clip(s, n_frames=args.frames, size=size, seed=args.seed) for s in sources
+            }
+    except (CodecError, ScenarioError) as exc:
+        raise SystemExit(f"hoplink codec-eval: {exc}") from None
+    jobs = []
+    for codec in codecs:
+        fitted = _fitted_range(codec.name)
+        ranges = {"paper": [1.0], "fitted": [fitted or 1.0], "both": [1.0, fitted or 1.0]}
+        for r in dict.fromkeys(ranges[args.latent_range]):
+            jobs.append((codec, r))
+    anchors = {
+        size: None if args.no_h264 else h264_anchor(clips) for size, clips in clips_by_size.items()
+    }
+    for codec, r in tqdm(jobs, desc="codec-eval", unit="codec", disable=args.json or None):
+        size = codec.frame_size
+        rows += evaluate(codec, clips_by_size[size], bits_list, r, h264=anchors[size])
+    link_rows = []
+    if args.link:
+        from shared.config import build_config
+
+        base = build_config({"memory": "hopfield"})
+        with tqdm(desc="link", unit="run", disable=args.json or None) as bar:
+            try:
+                link_rows = link_comparison(
+                    codecs, base, args.frames, args.seed, on_step=bar.update
+                )
+            except ValueError as exc:
+                raise SystemExit(f"hoplink codec-eval --link: {exc}") from None
+    payload = json.dumps(
+        {"rows": [r.to_dict() for r in rows], "link": [asdict(r) for r in link_rows]}, indent=2
+    )
+    if args.out:
+        Path(args.out).write_text(payload)
+    if args.json:
+        print(payload)
+        return 0
+    print(render_table(*summary_table(rows)))
+    if link_rows:
+        print("\nOn the link (hopfield, index mode), each codec at its lowest-rate τ reaching the "
+              "group's common target PSNR:")  # fmt: skip
+        fields = list(LinkRow.__dataclass_fields__)
+        print(render_table(fields, [[getattr(r, f) for f in fields] for r in link_rows]))
+    return 0
+
+
+def summary_table(rows: Sequence[EvalRow]) -> tuple[list[str], list[list]]:
+    """Means over sources per (codec, b, R), and the per-source PSNRs, as table headers + rows."""
+    groups: dict[tuple, list[EvalRow]] = {}
+    for r in rows:
+        groups.setdefault((r.codec, r.bits_per_value, r.latent_range), []).append(r)
+    sources = list(dict.fromkeys(r.source for r in rows))
+    headers = [
+        "codec", "d", "S", "b", "R", "bits/frame", "PSNR", "SSIM", "thumbnail", "thumb PSNR",
+        *[f"{s[:10]}" for s in sources],
+    ]  # fmt: skip
+    table = []
+    for (codec, bits, r), group in groups.items():
+        by_source = {g.source: g for g in group}
+        table.append(
+            [
+                codec,
+                group[0].latent_dim,
+                group[0].frame_size,
+                bits,
+                r,
+                group[0].bits_per_frame,
+                float(np.mean([g.psnr for g in group])),
+                float(np.mean([g.ssim for g in group])),
+                group[0].thumbnail,
+                float(np.mean([g.thumbnail_psnr for g in group])),
+                *[
+                    f"{by_source[s].psnr:.1f} ({by_source[s].h264_bits_at_psnr})"
+                    if s in by_source
+                    else "–"
+                    for s in sources
+                ],
+            ]
+        )
+    return headers, table

@@ -1,0 +1,101 @@
+"""`hoplink codec-eval` and its parts: the fitted quantizer range and the thumbnail baseline."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from shared.accounting import psnr_batch
+from shared.cli import main
+from shared.codeceval import (
+    codec_roundtrip,
+    evaluate,
+    fit_latent_range,
+    link_comparison,
+    thumbnail,
+    thumbnail_choice,
+)
+from shared.quantizer import normalize
+from shared.scenarios import load_clip
+
+
+def test_fitted_range_covers_the_latents_and_rounds_up() -> None:
+    z = normalize(np.random.default_rng(0).standard_normal((2000, 64)))
+    r = fit_latent_range(z)
+    assert np.mean(np.abs(z) <= r) >= 0.999
+    assert r * 64 == int(r * 64) and 0 < r < 1
+    with pytest.raises(ValueError, match="finite"):
+        fit_latent_range(np.array([[np.nan]]))
+
+
+def test_thumbnail_at_full_resolution_and_8_bits_is_nearly_lossless() -> None:
+    frames = load_clip("static", n_frames=2, size=16)
+    assert np.abs(thumbnail(frames, 16, 8).astype(int) - frames).max() <= 1
+    coarse = psnr_batch(frames, thumbnail(frames, 4, 2)).mean()
+    assert coarse < psnr_batch(frames, thumbnail(frames, 8, 4)).mean()
+
+
+def test_thumbnail_choice_stays_within_the_bit_budget() -> None:
+    clips = [load_clip("low_motion", n_frames=2, size=32)]
+    for budget in (100, 512, 4096):
+        side, q = thumbnail_choice(clips, budget)
+        assert side * side * 3 * q <= budget
+    with pytest.raises(ValueError, match="no thumbnail"):
+        thumbnail_choice(clips, 5)
+
+
+def test_roundtrip_is_what_the_link_shows_on_a_new(codec) -> None:
+    from shared.quantizer import dequantize, quantize
+
+    frames = load_clip("static", n_frames=2, size=64)
+    expected = codec.decode(dequantize(quantize(codec.encode(frames), 4, 0.5), 4, 0.5))
+    assert np.array_equal(codec_roundtrip(codec, frames, 4, 0.5), expected)
+
+
+def test_evaluate_rows_for_each_bits_and_source(codec) -> None:
+    clips = {s: load_clip(s, n_frames=3, size=64) for s in ("static", "high_texture")}
+    rows = evaluate(codec, clips, [2, 8])
+    assert [(r.bits_per_value, r.source) for r in rows] == [
+        (2, "static"), (2, "high_texture"), (8, "static"), (8, "high_texture"),
+    ]  # fmt: skip
+    for r in rows:
+        assert r.bits_per_frame == 64 * r.bits_per_value
+        side, _, q = (int(v) for v in r.thumbnail.split("×"))
+        assert side * side * 3 * q <= r.bits_per_frame
+    by = {(r.bits_per_value, r.source): r for r in rows}
+    assert by[8, "static"].psnr > by[2, "static"].psnr
+
+
+def test_codec_eval_command_prints_json_rows(capsys) -> None:
+    argv = ["codec-eval", "--codecs", "ae64", "--bits", "8", "--sources", "static"]
+    assert main([*argv, "--frames", "2", "--range", "paper", "--no-h264", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    rows = payload["rows"]
+    assert (
+        payload["link"] == []
+        and len(rows) == 1
+        and rows[0]["codec"] == "ae64"
+        and rows[0]["latent_range"] == 1.0
+    )
+    assert rows[0]["psnr"] > 10
+
+
+def test_codec_eval_rejects_bad_bits_and_unknown_codecs() -> None:
+    with pytest.raises(SystemExit, match="--bits"):
+        main(["codec-eval", "--bits", "x", "--no-h264"])
+    with pytest.raises(SystemExit, match="unknown codec"):
+        main(["codec-eval", "--codecs", "nope", "--no-h264"])
+
+
+def test_link_comparison_calibrates_each_codec_to_one_target_per_group(codec) -> None:
+    from shared.config import build_config
+    from shared.experiments import TABLE_GROUPS
+
+    base = build_config({"memory": "hopfield"}, read_env=False)
+    rows = link_comparison([codec, codec], base, n_frames=6, seed=0)
+    assert [r.group for r in rows] == [g for g in TABLE_GROUPS for _ in range(2)]
+    for a, b in zip(rows[::2], rows[1::2], strict=True):
+        assert a == b  # the same codec twice: the same calibration
+        assert a.psnr >= a.target_psnr and 0 <= a.hit_rate <= 1 and a.bits_per_frame > 0
