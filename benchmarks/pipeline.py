@@ -49,7 +49,7 @@ def network_run(frames: int, via_channel: bool, codec: str, fps: float = 0.0) ->
             channel = procs.start("channel", ["channel", "--rx-url", rx.ws_url], env=common)
             target = channel.ws_url
         tx_args = ["--url", target, "--scenario", SCENARIO, "--frames", str(frames)]
-        tx_args += ["--fps", str(fps), "--linger", "--frame-log", str(tx_log)]
+        tx_args += ["--fps", str(fps), "--linger", "--frame-log", str(tx_log), "--preload"]
         tx = procs.start("tx", ["transmitter", *tx_args], env=common)
         children = {"rx": rx, "tx": tx, "channel": channel}
         rss = {name: rss_mb(c.process.pid) for name, c in children.items() if c is not None}

@@ -110,6 +110,11 @@ class TxSettings(ServiceSettings):
     frames: int | None = Field(None, ge=1, description="frames to stream (default: the source's)")
     fps: float = Field(30.0, ge=0, le=10_000, description="frames per second (0: unpaced)")
     loop: bool = Field(False, description="restart the source at its end (sequence numbers go on)")
+    preload: bool = Field(
+        False,
+        description="read the whole source into memory before streaming (a camera's frames are "
+        "ready when it delivers them; unpaced, this times the link, not the scenario renderer)",
+    )
     digest_every: int = Field(30, ge=0, description="send a DIGEST every N frames (0: only at end)")
     linger: bool = Field(False, description="keep serving the REST API after the stream ends")
     backoff_initial: float = Field(0.2, gt=0, le=60, description="first reconnect delay, seconds")

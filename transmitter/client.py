@@ -177,6 +177,7 @@ class TxService:
             model_digest=self.codec.digest,
             stream=f"{random.getrandbits(64):016x}",
         )
+        self._preloaded: np.ndarray | None = None
         self._source = self._open_source()  # bad scenarios and files fail here, before serving
         self.core = TransmitterCore(config)
         self.traffic = TxTraffic()
@@ -227,7 +228,13 @@ class TxService:
 
     def _open_source(self) -> Iterator[np.ndarray]:
         s = self.settings
-        return iter_frames(s.scenario, s.frames, self.codec.frame_size, self.config.seed)
+        if not s.preload:
+            return iter_frames(s.scenario, s.frames, self.codec.frame_size, self.config.seed)
+        if self._preloaded is None:  # read once; a looping source replays it
+            self._preloaded = np.stack(
+                list(iter_frames(s.scenario, s.frames, self.codec.frame_size, self.config.seed))
+            )
+        return iter(self._preloaded)
 
     def _next_frame(self) -> np.ndarray | None:
         """The next frame, or None at the end of the source (worker thread)."""
