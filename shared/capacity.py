@@ -31,13 +31,14 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from shared.codec import CODECS, Codec, CodecError, Decoder, Encoder, codecs_dir, save_codec
+from shared.codec import CODECS, Codec, CodecError, Decoder, Encoder, save_codec
 from shared.training import (
     evaluate_psnr,
     hardware_description,
     holdout_frames,
     source_images,
     split_holdout,
+    training_session,
     warm_start,
 )
 
@@ -151,109 +152,98 @@ def train_capacity(
     spec = CODECS[name]
     if CODECS[init].latent_dim != spec.latent_dim or CODECS[init].frame_size != spec.frame_size:
         raise CodecError(f"codec {name!r} must have the shape of its starting codec {init!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise CodecError("device 'cuda' requested but CUDA is not available")
-    dev = torch.device(device)
-    out_dir = Path(out_dir) if out_dir is not None else codecs_dir()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    prev_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
     t_start = time.perf_counter()
-    try:
-        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-            torch.manual_seed(seed)
-            encoder, decoder = Encoder(spec).to(dev), Decoder(spec).to(dev)
-            warm_start(encoder, decoder, init)
-            sampler = ClipSampler(
-                [split_holdout(img)[0] for img in source_images().values()],
-                spec.frame_size,
-                clip_frames,
-                seed,
-            )
-            hit_bits = math.ceil(math.log2(capacity)) + cue_bits
-            new_bits = spec.latent_dim * bits_per_value
-            terms = dict(beta=beta, alpha=alpha, hit_bits=hit_bits, new_bits=new_bits)
-
-            def run(batch: np.ndarray, tau: torch.Tensor, networks: bool = True) -> dict:
-                """The soft link terms; with ``networks=False`` only τ carries a gradient."""
-                x = torch.from_numpy(batch).to(dev).permute(0, 1, 4, 2, 3).float() / 255.0
-                with torch.set_grad_enabled(networks):
-                    z = encoder(x.flatten(0, 1))
-                    decoded = decoder(z).view_as(x)
-
-                def decode(v: torch.Tensor) -> torch.Tensor:
-                    with torch.set_grad_enabled(networks):
-                        return decoder(v)
-
-                return capacity_terms(z.view(*x.shape[:2], -1), decoded, decode, x, tau, **terms)
-
-            tau = torch.tensor(tau_start, device=dev, requires_grad=True)
-            with torch.no_grad():  # D₀: the starting codec's distortion, plus the slack
-                probe = sampler.batch(4 * clips)
-                start = run(probe, tau, networks=False)
-                d0 = float(start["distortion"]) * 10 ** (distortion_slack_db / 10)
-            opt = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=lr)
-            opt_tau = torch.optim.Adam([tau], lr=tau_lr)
-            lam = 1.0
-            history = _optimize(
-                run, sampler, clips, tau, opt, opt_tau, d0, lam, lambda_lr, minutes, steps,
-                progress, name,
-            )  # fmt: skip
-    finally:
-        torch.set_num_threads(prev_threads)
-
-    weights = save_codec(spec, encoder, decoder, out_dir / f"{name}.pt")
-    codec = Codec(spec, weights)
-    with torch.no_grad():
-        end = run(probe, tau, networks=False)
-    command = (
-        f"hoplink train --objective capacity --codec {name} --init {init} --minutes {minutes:g} "
-        f"--seed {seed}" + (f" --steps {steps}" if steps is not None else "")
-    )
-    card = {
-        "name": name,
-        "latent_dim": spec.latent_dim,
-        "frame_size": spec.frame_size,
-        "channels": spec.channels,
-        "architecture": spec.to_dict(),
-        "params": sum(p.numel() for p in [*encoder.parameters(), *decoder.parameters()]),
-        "weights_file": weights.name,
-        "weights_bytes": weights.stat().st_size,
-        "weights_dtype": "float16",
-        "sha256": codec.digest,
-        "command": command,
-        "objective": "capacity (Algorithm 1: max C − λ(D − D₀), hit relaxed by a sigmoid)",
-        "init": init,
-        "seed": seed,
-        "steps": history["steps"],
-        "clips_per_batch": clips,
-        "clip_frames": clip_frames,
-        "alpha": alpha,
-        "beta": beta,
-        "hit_bits": hit_bits,
-        "new_bits": new_bits,
-        "distortion_slack_db": distortion_slack_db,
-        "learned_threshold": round(tau.item(), 5),
-        "final_lambda": round(history["lambda"], 4),
-        "probe_start": {k: round(float(v), 5) for k, v in start.items()},
-        "probe_end": {k: round(float(v), 5) for k, v in end.items()},
-        "device": dev.type,
-        "hardware": hardware_description(dev),
-        "wall_time_s": round(history["seconds"], 1),
-        "total_time_s": round(time.perf_counter() - t_start, 1),
-        "eval_psnr_db": round(evaluate_psnr(codec, holdout_frames(512, spec.frame_size)), 3),
-        "created_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
-    (out_dir / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
-    if progress:
-        print(
-            f"{name}: {history['steps']} steps, τ {card['learned_threshold']}, λ "
-            f"{card['final_lambda']}, probe hit rate {card['probe_start']['hit_rate']:.3f} → "
-            f"{card['probe_end']['hit_rate']:.3f}, distortion "
-            f"{card['probe_start']['distortion']:.5f} → {card['probe_end']['distortion']:.5f}"
+    with training_session(device, out_dir, threads, seed) as (dev, out_dir):
+        encoder, decoder = Encoder(spec).to(dev), Decoder(spec).to(dev)
+        warm_start(encoder, decoder, init)
+        sampler = ClipSampler(
+            [split_holdout(img)[0] for img in source_images().values()],
+            spec.frame_size,
+            clip_frames,
+            seed,
         )
-    return card
+        hit_bits = math.ceil(math.log2(capacity)) + cue_bits
+        new_bits = spec.latent_dim * bits_per_value
+        terms = dict(beta=beta, alpha=alpha, hit_bits=hit_bits, new_bits=new_bits)
+
+        def run(batch: np.ndarray, tau: torch.Tensor, networks: bool = True) -> dict:
+            """The soft link terms; with ``networks=False`` only τ carries a gradient."""
+            x = torch.from_numpy(batch).to(dev).permute(0, 1, 4, 2, 3).float() / 255.0
+            with torch.set_grad_enabled(networks):
+                z = encoder(x.flatten(0, 1))
+                decoded = decoder(z).view_as(x)
+
+            def decode(v: torch.Tensor) -> torch.Tensor:
+                with torch.set_grad_enabled(networks):
+                    return decoder(v)
+
+            return capacity_terms(z.view(*x.shape[:2], -1), decoded, decode, x, tau, **terms)
+
+        tau = torch.tensor(tau_start, device=dev, requires_grad=True)
+        with torch.no_grad():  # D₀: the starting codec's distortion, plus the slack
+            probe = sampler.batch(4 * clips)
+            start = run(probe, tau, networks=False)
+            d0 = float(start["distortion"]) * 10 ** (distortion_slack_db / 10)
+        opt = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=lr)
+        opt_tau = torch.optim.Adam([tau], lr=tau_lr)
+        lam = 1.0
+        history = _optimize(
+            run, sampler, clips, tau, opt, opt_tau, d0, lam, lambda_lr, minutes, steps,
+            progress, name,
+        )  # fmt: skip
+
+        weights = save_codec(spec, encoder, decoder, out_dir / f"{name}.pt")
+        codec = Codec(spec, weights)
+        with torch.no_grad():
+            end = run(probe, tau, networks=False)
+        command = (
+            f"hoplink train --objective capacity --codec {name} --init {init} "
+            f"--minutes {minutes:g} --seed {seed}"
+            + (f" --steps {steps}" if steps is not None else "")
+        )
+        card = {
+            "name": name,
+            "latent_dim": spec.latent_dim,
+            "frame_size": spec.frame_size,
+            "channels": spec.channels,
+            "architecture": spec.to_dict(),
+            "params": sum(p.numel() for p in [*encoder.parameters(), *decoder.parameters()]),
+            "weights_file": weights.name,
+            "weights_bytes": weights.stat().st_size,
+            "weights_dtype": "float16",
+            "sha256": codec.digest,
+            "command": command,
+            "objective": "capacity (Algorithm 1: max C − λ(D − D₀), hit relaxed by a sigmoid)",
+            "init": init,
+            "seed": seed,
+            "steps": history["steps"],
+            "clips_per_batch": clips,
+            "clip_frames": clip_frames,
+            "alpha": alpha,
+            "beta": beta,
+            "hit_bits": hit_bits,
+            "new_bits": new_bits,
+            "distortion_slack_db": distortion_slack_db,
+            "learned_threshold": round(tau.item(), 5),
+            "final_lambda": round(history["lambda"], 4),
+            "probe_start": {k: round(float(v), 5) for k, v in start.items()},
+            "probe_end": {k: round(float(v), 5) for k, v in end.items()},
+            "device": dev.type,
+            "hardware": hardware_description(dev),
+            "wall_time_s": round(history["seconds"], 1),
+            "total_time_s": round(time.perf_counter() - t_start, 1),
+            "eval_psnr_db": round(evaluate_psnr(codec, holdout_frames(512, spec.frame_size)), 3),
+            "created_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        (out_dir / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
+        if progress:
+            print(
+                f"{name}: {history['steps']} steps, τ {card['learned_threshold']}, λ "
+                f"{card['final_lambda']}, probe hit rate {card['probe_start']['hit_rate']:.3f} → "
+                f"{card['probe_end']['hit_rate']:.3f}, distortion "
+                f"{card['probe_start']['distortion']:.5f} → {card['probe_end']['distortion']:.5f}"
+            )
+        return card
 
 
 def _optimize(run, sampler, clips, tau, opt, opt_tau, d0, lam, lambda_lr, minutes, steps,

@@ -540,6 +540,19 @@ class InProcessLink:
             self.true_cue[seq] = decision.message.cue
         self.send("tx_to_rx", decision.message)
 
+    def end_stream(self, n: int, fps: float) -> None:
+        """End of stream as the Tx client does it: a last DIGEST, then BYE (held by the Rx shell
+        until the frames it overtook arrived); refreshes answering the last DIGEST are served
+        meanwhile."""
+        self.run_until(n / fps)
+        self.send("tx_to_rx", self.tx.digest())
+        deadline = self.now + 30.0
+        while (not self.idle or self.rx._pending) and self.now < deadline:
+            self.run_until(self.now + 0.05)
+            self.tick()
+        self.run_until(self.now + 0.05)
+        self._settle(self.rx.on_message(Bye(last_seq=n - 1), self.now).frames, None)
+
     def _settle(self, frames: Iterable, risk: dict[tuple[bytes, bytes, int], float] | None) -> None:
         for frame in frames:
             if frame.outcome is None:  # provisional: the hit waits for a refresh
@@ -690,17 +703,7 @@ def run_cell(
         link.frame(seq, latent)
         if digest_every and (seq + 1) % digest_every == 0:
             link.send("tx_to_rx", link.tx.digest())
-    # End of stream as the Tx client does it: a last DIGEST, then BYE (held by the Rx shell until
-    # the frames it overtook arrived); refreshes answering the last DIGEST are served meanwhile.
-    link.run_until(n / fps)
-    link.send("tx_to_rx", link.tx.digest())
-    deadline = link.now + 30.0
-    while (not link.idle or link.rx._pending) and link.now < deadline:
-        link.run_until(link.now + 0.05)
-        link.tick()
-    link.run_until(link.now + 0.05)
-    final = link.rx.on_message(Bye(last_seq=n - 1), link.now)
-    link._settle(final.frames, None)
+    link.end_stream(n, fps)
     agree_end = link.agree()
     agree_log.append((n, agree_end))
     reconverged = None

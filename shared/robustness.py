@@ -44,7 +44,7 @@ from shared.codec import Codec
 from shared.config import LinkConfig
 from shared.experiments import Clip, calibrate, prepare_clips, run_group
 from shared.faults import InProcessLink
-from shared.protocol import Bye, Hit, Message, New, Refresh, RefreshRequest, encode
+from shared.protocol import Hit, Message, New, Refresh, RefreshRequest, encode
 from shared.simulator import DecodeCache
 
 # Memory kinds: a label and the LinkConfig fields that make it (they override the base config).
@@ -231,13 +231,7 @@ def run_clip(
         link.frame(seq, latent)
         if digest_every and (seq + 1) % digest_every == 0:
             link.send("tx_to_rx", link.tx.digest())
-    link.run_until(n / FPS)
-    link.send("tx_to_rx", link.tx.digest())
-    deadline = link.now + 30.0
-    while (not link.idle or link.rx._pending) and link.now < deadline:
-        link.run_until(link.now + 0.05)
-        link.tick()
-    link._settle(link.rx.on_message(Bye(last_seq=n - 1), link.now).frames, None)
+    link.end_stream(n, FPS)
 
     records = []
     shown_all = np.zeros((n, config.latent_dim), dtype=np.float32)

@@ -13,11 +13,13 @@ and its card ``ae64.json``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import math
 import platform
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +50,7 @@ __all__ = [
     "hardware_description",
     "split_holdout",
     "train_codec",
+    "training_session",
     "warm_start",
 ]
 
@@ -284,6 +287,21 @@ def train_codec(
         spec = CODECS[name]
     if not (minutes > 0 and (steps is None or steps >= 1)):
         raise ValueError(f"need minutes > 0 and steps >= 1, got minutes={minutes}, steps={steps}")
+    with training_session(device, out_dir, threads, seed) as (dev, out_dir):
+        return _train(
+            spec, minutes=minutes, seed=seed, dev=dev, out_dir=out_dir, progress=progress,
+            steps=steps, batch_size=batch_size, lr=lr, bank_size=bank_size,
+            bank_refresh=bank_refresh, eval_frames=eval_frames, init=init,
+        )  # fmt: skip
+
+
+@contextlib.contextmanager
+def training_session(
+    device: str, out_dir: Path | None, threads: int | None, seed: int
+) -> Iterator[tuple[torch.device, Path]]:
+    """(device, output folder) for one training run: the device checked, the folder made,
+    torch's CPU threads set to ``threads`` and its global RNG seeded, both restored after (weight
+    init draws from the global RNG; the caller's state is left as it was)."""
     if device == "cuda" and not torch.cuda.is_available():
         raise CodecError("device 'cuda' requested but CUDA is not available")
     dev = torch.device(device)
@@ -293,14 +311,9 @@ def train_codec(
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        # Weight init draws from torch's global RNG: seed it, but restore the caller's state.
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
             torch.manual_seed(seed)
-            return _train(
-                spec, minutes=minutes, seed=seed, dev=dev, out_dir=out_dir, progress=progress,
-                steps=steps, batch_size=batch_size, lr=lr, bank_size=bank_size,
-                bank_refresh=bank_refresh, eval_frames=eval_frames, init=init,
-            )  # fmt: skip
+            yield dev, out_dir
     finally:
         torch.set_num_threads(prev_threads)
 
