@@ -488,7 +488,7 @@ def build_parser(services_only: bool = False) -> argparse.ArgumentParser:
     train.add_argument("--init", default=None, help="start from this shipped codec's weights")
     train.add_argument("--minutes", type=float, default=10.0, help="wall-clock budget")
     train.add_argument("--steps", type=int, default=None, help="train exactly this many steps")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, default=0, help="seed of data and init (default 0)")
     train.add_argument("--device", default="cpu", help="cpu or cuda")
     train.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     train.add_argument("--out", default=None, help="output folder (default: the package's)")

@@ -124,6 +124,8 @@ CODECS: dict[str, CodecSpec] = {
     "ae64": CodecSpec(name="ae64"),
     # The same network trained longer (warm-started from ae64), and larger latents from it.
     "ae64v2": CodecSpec(name="ae64v2"),
+    # ae64's encoder with a decoder twice as wide, warm-started from ae64.
+    "ae64w": CodecSpec(name="ae64w", dec_widths=(192, 96, 48)),
     "ae64d128": CodecSpec(name="ae64d128", latent_dim=128),
     "ae64d256": CodecSpec(name="ae64d256", latent_dim=256),
     # ae64 fine-tuned by Algorithm 1 (shared/capacity.py) for reasoning capacity.

@@ -82,19 +82,26 @@ def _hopfield_pass(state, patterns, beta, similarity, top_k):
     best_logits = np.full((n, k), -np.inf, dtype=np.float32)
     best_slots = np.zeros((n, k), dtype=np.int64)
     rows = np.arange(n)[:, None]
+    beta = np.float32(beta)
     for start in range(0, len(patterns), BLOCK_ROWS):
         block = patterns[start : start + BLOCK_ROWS]
-        logits = np.float32(beta) * similarity(state, block)
-        new_max = np.maximum(running_max, logits.max(axis=1))
+        logits = similarity(state, block)
+        logits *= beta
+        # This block's k best (argmax for one: argpartition costs several passes).
+        if k == 1:
+            cand = logits.argmax(axis=1)[:, None]
+        else:
+            cand = np.argpartition(-logits, min(k, logits.shape[1]) - 1, axis=1)[:, :k]
+        cand_logits = logits[rows, cand]
+        new_max = np.maximum(running_max, cand_logits.max(axis=1))
         rescale = np.exp(running_max - new_max)
-        weights = np.exp(logits - new_max[:, None])
+        weights = np.exp(np.subtract(logits, new_max[:, None], out=logits), out=logits)  # in place
         running_sum = running_sum * rescale + weights.sum(axis=1)
-        acc = acc * rescale[:, None] + weights @ block
+        acc *= rescale[:, None]
+        acc += weights @ block
         running_max = new_max
         # Merge this block's k best logits with the best so far.
-        kb = min(k, logits.shape[1])
-        cand = np.argpartition(-logits, kb - 1, axis=1)[:, :kb]
-        merged_logits = np.concatenate([best_logits, logits[rows, cand]], axis=1)
+        merged_logits = np.concatenate([best_logits, cand_logits], axis=1)
         merged_slots = np.concatenate([best_slots, cand + start], axis=1)
         order = np.argsort(-merged_logits, axis=1, kind="stable")[:, :k]
         best_logits, best_slots = merged_logits[rows, order], merged_slots[rows, order]
