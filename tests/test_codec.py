@@ -73,7 +73,7 @@ SHIPPED = sorted(n for n in CODECS if (codecs_dir() / f"{n}.pt").is_file())
 
 
 def test_the_codec_family_is_shipped() -> None:
-    assert {"ae64", "ae64v2", "ae64d128", "ae64d256", "ae128", "ae64cap"} <= set(SHIPPED)
+    assert {"ae64", "ae64v2", "ae64w", "ae64d128", "ae64d256", "ae128", "ae64cap"} <= set(SHIPPED)
 
 
 @pytest.mark.parametrize("name", SHIPPED)
