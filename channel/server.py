@@ -39,7 +39,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Request, WebSocket
 from pydantic import BaseModel, Field
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from channel.core import DIRECTIONS, MAX_CORRUPT_SIGMA, ChannelCore, Delivery, ImpairmentError
@@ -47,12 +47,12 @@ from channel.impairments import impairment_schemas
 from shared.config import ConfigError, LinkConfig
 from shared.security import check_control_binding, require_control_token
 from shared.service import (
-    WS_MAX_SIZE,
     ChannelSettings,
     CloseCode,
     Health,
     LinkState,
     create_app,
+    dial_link,
     get_service,
     never_finished,
     serve,
@@ -421,13 +421,7 @@ class ChannelService:
             return
         self.dialing += 1
         try:
-            rx = await connect(
-                self.settings.rx_url,
-                compression=None,
-                max_size=WS_MAX_SIZE,
-                open_timeout=5,
-                close_timeout=2,
-            )
+            rx = await dial_link(self.settings.rx_url)
         except Exception as exc:  # refused, timeout, bad URL: the Tx retries with backoff
             self.rx_connect_failures += 1
             log.warning("cannot reach the receiver at %s: %s", self.settings.rx_url, exc)

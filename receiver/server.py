@@ -26,12 +26,10 @@ import asyncio
 import base64
 import contextlib
 import io
-import json
 import logging
 import time
 from collections import deque
 from dataclasses import asdict, dataclass
-from typing import TextIO
 
 import numpy as np
 from fastapi import APIRouter, Request, WebSocket
@@ -68,6 +66,7 @@ from shared.scenarios import iter_frames
 from shared.security import AuthError, NonceMemory, sign_hello, verify_hello
 from shared.service import (
     CloseCode,
+    FrameLog,
     HandshakeError,
     Health,
     LinkState,
@@ -377,13 +376,12 @@ class RxService:
         # (session, record, truth, shown) of the last measured frame, and its thumbnails
         self._latest: tuple[int, FrameRecord, np.ndarray | None, np.ndarray] | None = None
         self._thumbnails: tuple[tuple[int, int], Thumbnails] | None = None
-        self._frame_log: TextIO | None = None
+        self._frame_log = FrameLog(None)
 
     # -- lifespan ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        if self.settings.frame_log:  # one line per frame, flushed as written
-            self._frame_log = open(self.settings.frame_log, "a", buffering=1)  # noqa: SIM115
+        self._frame_log = FrameLog(self.settings.frame_log)
         self._tasks = [
             asyncio.create_task(self._tick_loop(), name="rx-tick"),
             asyncio.create_task(self._quality_loop(), name="rx-quality"),
@@ -392,8 +390,7 @@ class RxService:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        if self._frame_log is not None:
-            self._frame_log.close()
+        self._frame_log.close()
         if self.link is not None:
             with contextlib.suppress(Exception):
                 await self.link.close(CloseCode.GOING_AWAY, "receiver shutting down")
@@ -581,23 +578,16 @@ class RxService:
                 self.decoder, self._decoded = DecodeCache(self.codec), 0
             shown = self.decoder(latent)
             self._decoded += 1
-            if self._frame_log is not None:
-                self._log_frame(session, record)
+            self._frame_log.write(
+                session=session.number, seq=record.seq, outcome=record.outcome.value,
+                decoded=time.monotonic(),
+            )  # fmt: skip
             truth = self.reference.get(record.seq) if self.reference is not None else None
             if truth is not None:
                 record.psnr = psnr(truth, shown)
                 record.ssim = ssim(truth, shown)
                 session.last_quality = record
             self._latest = (session.number, record, truth, shown)
-
-    def _log_frame(self, session: RxSession, record: FrameRecord) -> None:
-        line = {
-            "session": session.number,
-            "seq": record.seq,
-            "outcome": record.outcome.value,
-            "decoded": time.monotonic(),
-        }
-        self._frame_log.write(json.dumps(line) + "\n")
 
     # -- stats ------------------------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, Union, get_ar
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from websockets.asyncio.client import ClientConnection, connect
 
 from shared.config import ConfigError
 from shared.protocol import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, Hello
@@ -46,6 +47,31 @@ log = logging.getLogger("hoplink.service")
 # A websocket message may be larger than the protocol allows, so that an oversize message reaches
 # shared.protocol.decode and gets a counted, clear error instead of killing the link (1009).
 WS_MAX_SIZE = 4 * MAX_MESSAGE_BYTES
+
+
+async def dial_link(url: str) -> ClientConnection:
+    """Open a link websocket the way every dialing end does (the Tx, and the channel's Rx legs):
+    no permessage-deflate (latents and cues do not compress), the oversize cap above, and short
+    opening/closing handshakes."""
+    return await connect(
+        url, compression=None, max_size=WS_MAX_SIZE, open_timeout=5, close_timeout=2
+    )
+
+
+class FrameLog:
+    """``--frame-log FILE``: one JSON line per frame, appended and flushed as written, for the
+    latency benchmark (every process stamps ``time.monotonic()``, one clock per machine)."""
+
+    def __init__(self, path: str | None) -> None:
+        self._file = open(path, "a", buffering=1) if path else None  # noqa: SIM115
+
+    def write(self, **fields: Any) -> None:
+        if self._file is not None:
+            self._file.write(json.dumps(fields) + "\n")
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
 
 
 # --- settings ------------------------------------------------------------------------------------

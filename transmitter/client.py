@@ -24,17 +24,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import TextIO
 
 import numpy as np
 from pydantic import BaseModel
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from shared.accounting import semantic_bits
@@ -54,14 +52,15 @@ from shared.scenarios import iter_frames
 from shared.security import AuthError, sign_hello, verify_hello
 from shared.service import (
     FATAL_CLOSE_CODES,
-    WS_MAX_SIZE,
     CloseCode,
+    FrameLog,
     HandshakeError,
     Health,
     LinkState,
     TxSettings,
     check_hello,
     create_app,
+    dial_link,
     finite,
     serve,
     ws_frame_bytes,
@@ -194,13 +193,12 @@ class TxService:
         self._done: asyncio.Future[int] | None = None
         self._task: asyncio.Task | None = None
         self._warned = 0
-        self._frame_log: TextIO | None = None
+        self._frame_log = FrameLog(None)
 
     # -- lifespan ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        if self.settings.frame_log:  # one line per frame, flushed as written
-            self._frame_log = open(self.settings.frame_log, "a", buffering=1)  # noqa: SIM115
+        self._frame_log = FrameLog(self.settings.frame_log)
         self._done = asyncio.get_running_loop().create_future()
         self._task = asyncio.create_task(self._run(), name="tx-stream")
 
@@ -209,8 +207,7 @@ class TxService:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-        if self._frame_log is not None:
-            self._frame_log.close()
+        self._frame_log.close()
 
     async def wait_finished(self) -> int:
         assert self._done is not None
@@ -262,13 +259,7 @@ class TxService:
         while True:
             self.state = LinkState.CONNECTING
             try:
-                ws = await connect(
-                    self.settings.url,
-                    compression=None,
-                    max_size=WS_MAX_SIZE,
-                    open_timeout=5,
-                    close_timeout=2,
-                )
+                ws = await dial_link(self.settings.url)
             except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
                 self.traffic.connect_failures += 1
                 self.last_error = f"connect {self.settings.url}: {exc}"
@@ -375,8 +366,11 @@ class TxService:
                 self._seq += 1
                 decision = self.core.on_frame(seq, seq / (fps or NOMINAL_FPS), latent)
                 await self._send(ws, decision.message)
-                if self._frame_log is not None:
-                    self._log_frame(seq, decision.message, *times)
+                captured, encoded = times
+                self._frame_log.write(
+                    seq=seq, kind=decision.message.TYPE, captured=captured, encoded=encoded,
+                    sent=time.monotonic(),
+                )  # fmt: skip
                 if every and (seq + 1) % every == 0:
                     await self._send(ws, self.core.digest())
             await self._send(ws, self.core.digest())
@@ -439,11 +433,6 @@ class TxService:
                 del self._sent_times[:512]
         elif isinstance(message, Refresh):
             t.refresh_bits += semantic_bits(message, self.config)
-
-    def _log_frame(self, seq: int, message: Message, captured: float, encoded: float) -> None:
-        line = {"seq": seq, "kind": message.TYPE, "captured": captured, "encoded": encoded}
-        line["sent"] = time.monotonic()
-        self._frame_log.write(json.dumps(line) + "\n")
 
     def _count_in(self, data: bytes | str) -> None:
         t = self.traffic
