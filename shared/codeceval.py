@@ -58,7 +58,7 @@ def fit_latent_range(latents: np.ndarray, coverage: float = RANGE_COVERAGE) -> f
 def codec_roundtrip(codec, frames: np.ndarray, bits: int, latent_range: float = 1.0):
     """Frames as the Rx shows them after a NEW at ``bits`` per value: uint8 (N, S, S, 3)."""
     latents = codec.encode(frames)
-    return codec.decode(dequantize(quantize(latents, bits, latent_range), bits, latent_range))
+    return codec.decode(dequantize(quantize(latents, bits, latent_range), bits))
 
 
 def thumbnail(frames: np.ndarray, side: int, bits: int) -> np.ndarray:

@@ -29,17 +29,17 @@ def quantize(latent: np.ndarray, bits: int, latent_range: float = 1.0) -> np.nda
     return np.clip(cells, 0, levels - 1).astype(np.uint16)
 
 
-def dequantize(codes: np.ndarray, bits: int, latent_range: float = 1.0) -> np.ndarray:
-    """Cell centres of ``codes``, renormalized to unit norm (float32)."""
+def dequantize(codes: np.ndarray, bits: int) -> np.ndarray:
+    """Cell centres of ``codes``, renormalized to unit norm (float32).
+
+    The range R of :func:`quantize` scales every centre alike, so the direction, which is all a
+    unit-norm latent is, does not depend on it: both ends dequantize without knowing R.
+    """
     codes = np.asarray(codes)
     levels = 1 << bits
     if codes.size and int(codes.max()) >= levels:
         raise QuantizerError(f"code {int(codes.max())} out of range for {bits} bits")
     values = (codes.astype(np.float32) + np.float32(0.5)) * np.float32(2.0 / levels) - np.float32(1)
-    # Scaling before normalizing does not change the direction; it only keeps the float32
-    # arithmetic identical to the paper's quantizer when R = 1.
-    if latent_range != 1.0:
-        values = values * np.float32(latent_range)
     return normalize(values)
 
 

@@ -94,7 +94,7 @@ def reconstruct_delta(
     residual = (codes.astype(np.float32) - np.float32(levels)) * step
     latent = normalize(np.asarray(base, dtype=np.float32) + residual)
     stored = quantize(latent, bits_per_value, latent_range)
-    return stored, dequantize(stored, bits_per_value, latent_range)
+    return stored, dequantize(stored, bits_per_value)
 
 
 def distortion(latent: np.ndarray, shown: np.ndarray) -> float:
@@ -151,7 +151,7 @@ def candidates(
                 symbols = FrameSymbols("delta", ref, cue, slot, bits, scale, codes)
                 out.append(Candidate(symbols, shown, stored, distortion(latent, shown)))
     codes = quantize(latent, config.bits_per_value, config.latent_range)
-    shown = dequantize(codes, config.bits_per_value, config.latent_range)
+    shown = dequantize(codes, config.bits_per_value)
     symbols = FrameSymbols("new", slot=slot, codes=codes)
     out.append(Candidate(symbols, shown, codes, distortion(latent, shown)))
     return out

@@ -50,7 +50,7 @@ def test_roundtrip_is_what_the_link_shows_on_a_new(codec) -> None:
     from shared.quantizer import dequantize, quantize
 
     frames = load_clip("static", n_frames=2, size=64)
-    expected = codec.decode(dequantize(quantize(codec.encode(frames), 4, 0.5), 4, 0.5))
+    expected = codec.decode(dequantize(quantize(codec.encode(frames), 4, 0.5), 4))
     assert np.array_equal(codec_roundtrip(codec, frames, 4, 0.5), expected)
 
 

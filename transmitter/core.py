@@ -96,7 +96,7 @@ class TransmitterCore:
         slot = self.memory.slot_for_new()
         if slot is None:
             self.counters.news_unstored += 1
-            reconstruction = dequantize(codes, self.config.bits_per_value, self.config.latent_range)
+            reconstruction = dequantize(codes, self.config.bits_per_value)
         else:
             reconstruction = self.memory.store(slot, codes)
         packed = pack_codes(codes, self.config.bits_per_value)

@@ -54,9 +54,8 @@ class PrototypeNoise(Impairment):
             self.counters["skipped"] += 1
             return [item]
         noise = rng.standard_normal(dim).astype(np.float32)
-        r = self.config.latent_range
-        latent = normalize(dequantize(codes, bits, r) + np.float32(self.attributes.sigma) * noise)
-        noisy = quantize(latent, bits, r)
+        latent = normalize(dequantize(codes, bits) + np.float32(self.attributes.sigma) * noise)
+        noisy = quantize(latent, bits, self.config.latent_range)
         item.set_message(dataclasses.replace(message, latent=pack_codes(noisy, bits)))
         self.counters["noised"] += 1
         self.counters["codes_changed"] += int(np.count_nonzero(noisy != codes))
