@@ -12,6 +12,7 @@ codec by comparing :attr:`Codec.digest`, the sha256 of the weights file, in thei
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -373,8 +374,6 @@ def save_codec(spec: CodecSpec, encoder: Encoder, decoder: Decoder, path: Path) 
 
 def codec_card(name: str, weights_dir: Path | None = None) -> dict:
     """The training card ``<name>.json`` beside the weights ({} when there is none)."""
-    import json
-
     path = Path(weights_dir if weights_dir is not None else codecs_dir()) / f"{name}.json"
     return json.loads(path.read_text()) if path.is_file() else {}
 
