@@ -265,7 +265,7 @@ class ReceiverCore:
             self._settle(new.seq, new.t, self.last_good, Outcome.CONCEALED, step)
             raise ProtocolError(f"new {new.seq}: slot {new.slot} outside capacity {cfg.capacity}")
         if new.slot < 0:
-            latent = dequantize(codes, cfg.bits_per_value)
+            latent = dequantize(codes, cfg.bits_per_value, cfg.quantizer_grid())
         else:
             latent = self._write(new.slot, codes, step)
         self._settle(new.seq, new.t, latent, Outcome.DECODED, step)
@@ -374,7 +374,7 @@ class ReceiverCore:
         cfg = self.config
         if symbols.kind == "new":
             if symbols.slot < 0:
-                latent = dequantize(symbols.codes, cfg.bits_per_value)
+                latent = dequantize(symbols.codes, cfg.bits_per_value, cfg.quantizer_grid())
             else:
                 latent = self._write(symbols.slot, symbols.codes, step)
             self._settle(seq, t, latent, Outcome.DECODED, step)
@@ -403,7 +403,7 @@ class ReceiverCore:
             symbols.codes,
             symbols.delta_bits,
             cfg.bits_per_value,
-            cfg.latent_range,
+            cfg.quantizer_grid(),
         )
         if symbols.slot >= 0:
             latent = self._write(symbols.slot, stored, step)

@@ -12,7 +12,6 @@ codec by comparing :attr:`Codec.digest`, the sha256 of the weights file, in thei
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from shared.cards import codec_card, codecs_dir
 
 __all__ = [
     "CODECS",
@@ -140,11 +141,6 @@ CODECS: dict[str, CodecSpec] = {
         dec_widths=(96, 96, 48, 24),
     ),
 }
-
-
-def codecs_dir() -> Path:
-    """Folder of the shipped weights and cards (package data of ``shared``)."""
-    return Path(__file__).resolve().parent / "codecs"
 
 
 class GDN(nn.Module):
@@ -370,12 +366,6 @@ def save_codec(spec: CodecSpec, encoder: Encoder, decoder: Decoder, path: Path) 
     }
     torch.save({"spec": spec.to_dict(), "state_dict": state}, path)
     return path
-
-
-def codec_card(name: str, weights_dir: Path | None = None) -> dict:
-    """The training card ``<name>.json`` beside the weights ({} when there is none)."""
-    path = Path(weights_dir if weights_dir is not None else codecs_dir()) / f"{name}.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def load_codec(name: str = "ae64", weights_dir: Path | None = None) -> Codec:

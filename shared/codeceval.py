@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.quantizer import dequantize, quantize
+from shared.quantizer import Grid, LatentGrid, dequantize, quantize
 
 # shared.accounting, PIL and the scenarios load in the functions: `hoplink --help` stays instant.
 
@@ -30,13 +30,24 @@ __all__ = [
     "EvalRow",
     "codec_roundtrip",
     "evaluate",
+    "fit_latent_grid",
     "fit_latent_range",
     "h264_anchor",
     "link_comparison",
+    "link_variants",
     "thumbnail",
     "thumbnail_choice",
 ]
 
+# Real camera videos that Debian packages ship (`apt-get install python3-imageio
+# forensics-samples-files`): footage no codec here was trained on. `--sources real` picks them.
+REAL_VIDEOS = {
+    "cockatoo": "/usr/lib/python3/dist-packages/imageio/resources/images/cockatoo.mp4",
+    "plant": "/usr/lib/python3/dist-packages/imageio/resources/images/realshort.mp4",
+    "dog": "/usr/share/forensics-samples/original-files/movie1/VID_20191220_170832.mp4",
+    "screencast": "/usr/share/forensics-samples/original-files/movie2/movie-hello.mp4",
+}
+REAL_VIDEO_PACKAGES = "python3-imageio forensics-samples-files"
 THUMBNAIL_SIDES = (2, 3, 4, 5, 6, 8, 10, 12, 16)
 RANGE_COVERAGE = 0.999  # fraction of latent values the fitted quantizer range keeps unclipped
 
@@ -55,10 +66,24 @@ def fit_latent_range(latents: np.ndarray, coverage: float = RANGE_COVERAGE) -> f
     return min(1.0, math.ceil(r * 64) / 64)
 
 
-def codec_roundtrip(codec, frames: np.ndarray, bits: int, latent_range: float = 1.0):
+def fit_latent_grid(latents: np.ndarray, coverage: float = RANGE_COVERAGE) -> LatentGrid:
+    """Per-dimension quantizer intervals: dimension i spans the central ``coverage`` of its
+    sample values (N, d), from the (1 − coverage)/2 to the (1 + coverage)/2 quantile."""
+    z = np.asarray(latents, dtype=np.float64)
+    if z.ndim != 2 or len(z) < 2 or not np.isfinite(z).all():
+        raise ValueError("need finite sample latents (N >= 2, d) to fit a quantizer grid")
+    tail = (1 - coverage) / 2
+    lo, hi = np.quantile(z, [tail, 1 - tail], axis=0)
+    half = np.maximum((hi - lo) / 2, 1e-6)
+    centre = (hi + lo) / 2
+    spread = float(np.mean(np.abs(z - centre) / half))
+    return LatentGrid(centre, half, min(1.0, spread))
+
+
+def codec_roundtrip(codec, frames: np.ndarray, bits: int, grid: Grid = 1.0):
     """Frames as the Rx shows them after a NEW at ``bits`` per value: uint8 (N, S, S, 3)."""
     latents = codec.encode(frames)
-    return codec.decode(dequantize(quantize(latents, bits, latent_range), bits))
+    return codec.decode(dequantize(quantize(latents, bits, grid), bits, grid))
 
 
 def thumbnail(frames: np.ndarray, side: int, bits: int) -> np.ndarray:
@@ -102,7 +127,8 @@ class EvalRow:
     latent_dim: int
     frame_size: int
     bits_per_value: int
-    latent_range: float
+    latent_range: float  # R of the uniform grid (1.0 on a per_dim grid)
+    latent_grid: str  # "uniform" or "per_dim"
     source: str
     bits_per_frame: int
     psnr: float
@@ -125,7 +151,7 @@ def evaluate(
     codec,
     clips: dict[str, np.ndarray],
     bits_list: Sequence[int],
-    latent_range: float = 1.0,
+    grid: Grid = 1.0,
     h264: dict | None = None,
     ssim_stride: int = 4,
 ) -> list[EvalRow]:
@@ -137,11 +163,12 @@ def evaluate(
     from shared.realcodecs import bits_at_psnr
 
     rows = []
+    per_dim = isinstance(grid, LatentGrid)
     for bits in bits_list:
         budget = codec.latent_dim * bits
         side, q = thumbnail_choice(list(clips.values()), budget)
         for name, frames in clips.items():
-            shown = codec_roundtrip(codec, frames, bits, latent_range)
+            shown = codec_roundtrip(codec, frames, bits, grid)
             p = float(psnr_batch(frames, shown).mean())
             thumb = thumbnail(frames, side, q)
             rows.append(
@@ -150,7 +177,8 @@ def evaluate(
                     latent_dim=codec.latent_dim,
                     frame_size=codec.frame_size,
                     bits_per_value=bits,
-                    latent_range=latent_range,
+                    latent_range=1.0 if per_dim else grid,
+                    latent_grid="per_dim" if per_dim else "uniform",
                     source=name,
                     bits_per_frame=budget,
                     psnr=p,
@@ -171,10 +199,19 @@ def h264_anchor(clips: dict[str, np.ndarray]) -> dict:
 
 
 @dataclass(frozen=True)
-class LinkRow:
-    """One codec on the link over one group of clips, at the common target PSNR."""
+class LinkVariant:
+    """One way to run the link: a codec and the configuration (b, quantizer grid) it runs with."""
 
-    codec: str
+    label: str
+    codec: object  # shared.codec.Codec
+    config: object  # shared.config.LinkConfig naming that codec
+
+
+@dataclass(frozen=True)
+class LinkRow:
+    """One variant on the link over one group of clips, at the common target PSNR."""
+
+    variant: str
     group: str
     target_psnr: float
     threshold: float
@@ -184,35 +221,57 @@ class LinkRow:
     ssim: float
 
 
+def link_variants(codecs: Sequence, base, bits_list: Sequence[int], kinds: Sequence[str]) -> list:
+    """Every (codec, b, quantizer grid) as a :class:`LinkVariant` on configuration ``base``."""
+    variants = []
+    for codec in codecs:
+        for bits in bits_list:
+            for grid in _grids(codec.name, kinds):
+                per_dim = isinstance(grid, LatentGrid)
+                config = base.replace(
+                    codec=codec.name,
+                    latent_dim=codec.latent_dim,
+                    bits_per_value=bits,
+                    latent_range=1.0 if per_dim else grid,
+                    latent_grid="per_dim" if per_dim else "uniform",
+                )
+                shape = "per-dim" if per_dim else f"R={grid:g}"
+                variants.append(LinkVariant(f"{codec.name} b={bits} {shape}", codec, config))
+    return variants
+
+
 def link_comparison(
-    codecs: Sequence, base, n_frames: int, seed: int, psnr_drop: float = 0.5, on_step=None
+    variants: Sequence[LinkVariant], n_frames: int, seed: int, psnr_drop: float = 0.5, on_step=None
 ) -> list[LinkRow]:
-    """Codecs side by side on the link, per Table I group, at ONE target PSNR per group: the
-    lowest all-NEW PSNR among the codecs minus ``psnr_drop`` (every codec can reach it), each
+    """Variants side by side on the link, per Table I group, at ONE target PSNR per group: the
+    lowest all-NEW PSNR among them minus ``psnr_drop`` (every variant can reach it), each
     calibrated by the same rule (:func:`shared.experiments.calibrate`: the lowest-rate τ that
-    reaches it). Codecs must share d and b so that bits compare; ``base`` names the memory.
+    reaches it). Bits are bits, so variants may differ in d, b and grid, not in frame size.
     """
     from shared.experiments import TABLE_GROUPS, calibrate, prepare_clips, run_group
     from shared.simulator import DecodeCache
 
-    if len({(c.latent_dim, c.frame_size) for c in codecs}) != 1:
-        raise ValueError("link comparison needs codecs of one latent size and frame size")
+    if len({v.codec.frame_size for v in variants}) != 1:
+        raise ValueError("link comparison needs codecs of one frame size")
+    decoders = {v.codec.name: DecodeCache(v.codec) for v in variants}
     rows = []
     for group, names in TABLE_GROUPS.items():
+        clips = {
+            v.codec.name: prepare_clips(names, v.codec, n_frames, seed) for v in variants
+        }  # encoded once per codec
         prepared = []
-        for codec in codecs:
-            config = base.replace(codec=codec.name, latent_dim=codec.latent_dim)
-            clips = prepare_clips(names, codec, n_frames, seed)
-            decoder = DecodeCache(codec)
-            ceiling = run_group(clips, config.replace(memory="vq", threshold=1.0), decoder, False)
-            prepared.append((codec, config, clips, decoder, ceiling.summary.psnr))
-        target = min(p[-1] for p in prepared) - psnr_drop
-        for codec, config, clips, decoder, _ in prepared:
-            result, _ = calibrate(clips, config, target, decoder, on_step)
+        for v in variants:
+            all_new = v.config.replace(memory="vq", threshold=1.0)
+            ceiling = run_group(clips[v.codec.name], all_new, decoders[v.codec.name], False)
+            prepared.append((v, ceiling.summary.psnr))
+        target = min(p for _, p in prepared) - psnr_drop
+        for v, _ in prepared:
+            name = v.codec.name
+            result, _ = calibrate(clips[name], v.config, target, decoders[name], on_step)
             s = result.summary
             rows.append(
                 LinkRow(
-                    codec.name,
+                    v.label,
                     group,
                     target,
                     result.threshold,
@@ -242,33 +301,67 @@ def add_codec_eval_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--sources",
         default=None,
-        help="scenarios and/or video files, comma-separated (default: the eight scenarios)",
+        help="scenarios and/or video files, comma-separated, or `real` for the Debian-packaged "
+        "camera videos (default: the eight scenarios)",
     )
     p.add_argument("--frames", type=int, default=60, help="frames per source (default 60)")
     p.add_argument("--seed", type=int, default=0, help="scenario seed (default 0)")
     p.add_argument(
         "--range",
         dest="latent_range",
-        default="both",
-        choices=("paper", "fitted", "both"),
-        help="quantizer range: paper (R = 1), the card's fitted range, or both (default)",
+        default=",".join(QUANTIZER_GRIDS),
+        help="quantizer grids, comma-separated: paper (every value on [-1, 1]), fitted (the "
+        "card's range R), per_dim (the card's per-dimension intervals); default all three",
     )
     p.add_argument("--no-h264", action="store_true", help="skip the H.264 comparison (faster)")
     p.add_argument(
         "--link",
         action="store_true",
-        help="also run the codecs on the link (hopfield memory, Table I groups) at one matched "
-        "PSNR per group; codecs must share d and frame size",
+        help="also run each codec × b × range on the link (hopfield memory, Table I groups) at "
+        "one matched PSNR per group; codecs must share the frame size",
     )
     p.add_argument("--json", action="store_true", help="print JSON rows instead of tables")
     p.add_argument("--out", default=None, help="also write the JSON rows to this file")
     p.set_defaults(func=cmd_codec_eval)
 
 
-def _fitted_range(name: str) -> float | None:
-    from shared.codec import codec_card
+QUANTIZER_GRIDS = ("paper", "fitted", "per_dim")
 
-    return codec_card(name).get("fitted_latent_range")
+
+def expand_sources(spec: str, videos: dict[str, str] | None = None) -> dict[str, str]:
+    """Comma-separated sources as {label: source}: a scenario is its own label, a file its stem,
+    and ``real`` stands for the installed :data:`REAL_VIDEOS` under their short names."""
+    videos = REAL_VIDEOS if videos is None else videos
+    out: dict[str, str] = {}
+    for item in (s.strip() for s in spec.split(",")):
+        if item == "real":
+            found = {name: path for name, path in videos.items() if Path(path).is_file()}
+            if not found:
+                raise SystemExit(
+                    "hoplink codec-eval: --sources real found none of the packaged videos; "
+                    f"install them with `apt-get install {REAL_VIDEO_PACKAGES}`"
+                )
+            out.update(found)
+        elif item:
+            out[Path(item).stem if Path(item).suffix else item] = item
+    return out
+
+
+def _grids(name: str, kinds: Sequence[str]) -> list[Grid]:
+    """The distinct grids of ``kinds`` for codec ``name`` (from its card; R = 1 when absent)."""
+    from shared.cards import card_grid, codec_card
+
+    out: list[Grid] = []
+    for kind in kinds:
+        if kind == "paper":
+            grid: Grid = 1.0
+        elif kind == "fitted":
+            grid = codec_card(name).get("fitted_latent_range", 1.0)
+        else:
+            grid = card_grid(name)
+        if grid not in out:
+            out.append(grid)
+    return out
 
 
 def cmd_codec_eval(args: argparse.Namespace) -> int:
@@ -286,23 +379,28 @@ def cmd_codec_eval(args: argparse.Namespace) -> int:
         raise SystemExit(f"--bits must be comma-separated integers, got {args.bits!r}") from None
     if not bits_list or not all(1 <= b <= 16 for b in bits_list):
         raise SystemExit(f"--bits values must lie in 1..16, got {args.bits!r}")
-    sources = [s.strip() for s in (args.sources or ",".join(SCENARIOS)).split(",") if s.strip()]
+    sources = expand_sources(args.sources or ",".join(SCENARIOS))
+    kinds = [k.strip() for k in args.latent_range.split(",") if k.strip()]
+    if not kinds or any(k not in QUANTIZER_GRIDS for k in kinds):
+        raise SystemExit(
+            f"--range takes a comma-separated subset of {', '.join(QUANTIZER_GRIDS)}, "
+            f"got {args.latent_range!r}"
+        )
     rows: list[EvalRow] = []
     try:
         codecs = [load_codec(n) for n in names]
         clips_by_size: dict[int, dict[str, np.ndarray]] = {}
         for size in sorted({c.frame_size for c in codecs}):
             clips_by_size[size] = {
-                s: load_clip(s, n_frames=args.frames, size=size, seed=args.seed) for s in sources
+                label: load_clip(source, n_frames=args.frames, size=size, seed=args.seed)
+                for label, source in sources.items()
             }
     except (CodecError, ScenarioError) as exc:
         raise SystemExit(f"hoplink codec-eval: {exc}") from None
-    jobs = []
-    for codec in codecs:
-        fitted = _fitted_range(codec.name)
-        ranges = {"paper": [1.0], "fitted": [fitted or 1.0], "both": [1.0, fitted or 1.0]}
-        for r in dict.fromkeys(ranges[args.latent_range]):
-            jobs.append((codec, r))
+    try:
+        jobs = [(codec, grid) for codec in codecs for grid in _grids(codec.name, kinds)]
+    except ValueError as exc:
+        raise SystemExit(f"hoplink codec-eval: {exc}") from None
     anchors = {
         size: None if args.no_h264 else h264_anchor(clips) for size, clips in clips_by_size.items()
     }
@@ -316,9 +414,8 @@ def cmd_codec_eval(args: argparse.Namespace) -> int:
         base = build_config({"memory": "hopfield"})
         with tqdm(desc="link", unit="run", disable=args.json or None) as bar:
             try:
-                link_rows = link_comparison(
-                    codecs, base, args.frames, args.seed, on_step=bar.update
-                )
+                variants = link_variants(codecs, base, bits_list, kinds)
+                link_rows = link_comparison(variants, args.frames, args.seed, on_step=bar.update)
             except ValueError as exc:
                 raise SystemExit(f"hoplink codec-eval --link: {exc}") from None
     payload = json.dumps(
@@ -331,8 +428,8 @@ def cmd_codec_eval(args: argparse.Namespace) -> int:
         return 0
     print(render_table(*summary_table(rows)))
     if link_rows:
-        print("\nOn the link (hopfield, index mode), each codec at its lowest-rate τ reaching the "
-              "group's common target PSNR:")  # fmt: skip
+        print("\nOn the link (hopfield, index mode), each variant at its lowest-rate τ reaching "
+              "the group's common target PSNR:")  # fmt: skip
         fields = list(LinkRow.__dataclass_fields__)
         print(render_table(fields, [[getattr(r, f) for f in fields] for r in link_rows]))
     return 0
@@ -342,10 +439,11 @@ def summary_table(rows: Sequence[EvalRow]) -> tuple[list[str], list[list]]:
     """Means over sources per (codec, b, R), and the per-source PSNRs, as table headers + rows."""
     groups: dict[tuple, list[EvalRow]] = {}
     for r in rows:
-        groups.setdefault((r.codec, r.bits_per_value, r.latent_range), []).append(r)
+        grid = "per-dim" if r.latent_grid == "per_dim" else r.latent_range
+        groups.setdefault((r.codec, r.bits_per_value, grid), []).append(r)
     sources = list(dict.fromkeys(r.source for r in rows))
     headers = [
-        "codec", "d", "S", "b", "R", "bits/frame", "PSNR", "SSIM", "thumbnail", "thumb PSNR",
+        "codec", "d", "S", "b", "range", "bits/frame", "PSNR", "SSIM", "thumbnail", "thumb PSNR",
         *[f"{s[:10]}" for s in sources],
     ]  # fmt: skip
     table = []

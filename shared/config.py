@@ -16,11 +16,14 @@ from typing import Any, Literal, get_args, get_origin
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.quantizer import Grid
+
 MemoryKind = Literal["hopfield", "vq", "adaptive"]
 TransmissionMode = Literal["index", "soft"]
 EvictionPolicy = Literal["fifo", "lru", "freeze"]
 DecisionRule = Literal["paper", "rdo"]
 CodedCuePolicy = Literal["on_change", "every_reference"]
+LatentGridKind = Literal["uniform", "per_dim"]
 MAX_DELTA_CHOICES = 4
 
 
@@ -42,6 +45,11 @@ class LinkConfig(BaseSettings):
         le=1.0,
         description="quantizer range R: latent values in [-R, R] use the 2^b cells (1 = the "
         "paper; a codec card's fitted_latent_range spends the bits on finer cells)",
+    )
+    latent_grid: LatentGridKind = Field(
+        "uniform",
+        description="quantizer cells: uniform (every dimension on [-R, R]) or per_dim (each "
+        "dimension on its own interval, fitted to the codec and read from its card)",
     )
     capacity: int = Field(256, ge=1, le=1 << 20, description="memory capacity M (prototypes)")
     beta: float = Field(20.0, gt=0, le=1e4, description="Hopfield inverse temperature β (eq. 4)")
@@ -118,7 +126,24 @@ class LinkConfig(BaseSettings):
             raise ValueError("decision=rdo, delta and entropy_coding send one reference: use index")
         if self.delta:
             self.delta_bit_set  # noqa: B018 (validates the widths against b)
+        if self.latent_grid == "per_dim":
+            if self.latent_range != 1.0:
+                raise ValueError("latent_range sets the uniform grid: leave it at 1 with per_dim")
+            grid = self.quantizer_grid()
+            if grid.dim != self.latent_dim:
+                raise ValueError(
+                    f"latent_grid=per_dim: codec {self.codec!r}'s grid has {grid.dim} "
+                    f"dimensions but latent_dim={self.latent_dim}"
+                )
         return self
+
+    def quantizer_grid(self) -> Grid:
+        """What quantize/dequantize take: the range R, or the codec's per-dimension grid."""
+        if self.latent_grid == "uniform":
+            return self.latent_range
+        from shared.cards import card_grid
+
+        return card_grid(self.codec)
 
     @property
     def uses_link_tools(self) -> bool:
@@ -144,8 +169,12 @@ class LinkConfig(BaseSettings):
         return max(1, math.ceil(math.log2(self.capacity)))
 
     def digest(self) -> str:
-        """Stable sha256 of every field, in canonical JSON (sorted keys)."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """Stable sha256 of every field, in canonical JSON (sorted keys), and of a per_dim
+        grid's intervals (two ends whose cards differ must not pass HELLO)."""
+        fields = self.model_dump(mode="json")
+        if self.latent_grid == "per_dim":
+            fields["latent_grid_digest"] = self.quantizer_grid().digest()
+        canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     def replace(self, **changes: Any) -> LinkConfig:

@@ -50,6 +50,7 @@ import constriction
 import numpy as np
 
 from shared.config import LinkConfig
+from shared.quantizer import Grid, LatentGrid
 
 # constriction's submodules are attributes of its extension module, not importable packages.
 Categorical = constriction.stream.model.Categorical
@@ -133,15 +134,18 @@ def peaked_prior(size: int, peak: int = 64) -> np.ndarray:
     return 1 + (peak >> np.minimum(2 * k, 62))
 
 
-def latent_prior(bits: int, dim: int, latent_range: float = 1.0, mass: int = 64) -> np.ndarray:
+def latent_prior(bits: int, dim: int, grid: Grid = 1.0, mass: int = 64) -> np.ndarray:
     """Integer, heavy-tailed (Cauchy-like) counts for b-bit codes of a unit-norm d-dim latent.
 
     A value of a unit-norm latent spreads about 1/√d around 0, i.e. s = 2^(b−1)/(R·√d) cells for
-    quantizer range R; the count of code k is 1 + mass·4s² / (4s² + (2k + 1 − 2^b)²) in integer
-    arithmetic.
+    quantizer range R (2^(b−1)·spread cells on a :class:`LatentGrid`); the count of code k is
+    1 + mass·4s² / (4s² + (2k + 1 − 2^b)²) in integer arithmetic.
     """
     levels = 1 << bits
-    s = max(1, int((levels >> 1) / (latent_range * max(1, math.isqrt(dim)))))
+    if isinstance(grid, LatentGrid):
+        s = max(1, int((levels >> 1) * grid.spread))
+    else:
+        s = max(1, int((levels >> 1) / (grid * max(1, math.isqrt(dim)))))
     offset = 2 * np.arange(levels, dtype=np.int64) + 1 - levels
     return 1 + (mass * 4 * s * s) // (4 * s * s + offset * offset)
 
@@ -276,7 +280,7 @@ class SymbolCoder:
             scale=AdaptiveModel(np.ones(SCALE_LEVELS, dtype=np.int64)),
             residual={b: AdaptiveModel(peaked_prior((1 << b) - 1)) for b in self.delta_set},
             latent=AdaptiveModel(
-                latent_prior(cfg.bits_per_value, cfg.latent_dim, cfg.latent_range)
+                latent_prior(cfg.bits_per_value, cfg.latent_dim, cfg.quantizer_grid())
             ),
         )
 

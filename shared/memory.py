@@ -219,7 +219,7 @@ class Memory:
         """Write the prototype ``dequantize(codes)`` at ``slot``."""
         if not 0 <= slot < self.capacity:
             raise MemoryAccessError(f"cannot write slot {slot}: capacity is {self.capacity}")
-        prototype = dequantize(codes, self.config.bits_per_value)
+        prototype = dequantize(codes, self.config.bits_per_value, self.config.quantizer_grid())
         self.prototypes[slot] = prototype
         self.codes[slot] = codes
         self.count = max(self.count, slot + 1)

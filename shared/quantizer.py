@@ -4,11 +4,20 @@ A latent value in [-R, R] maps to one of 2^b cells (mid-rise; values beyond R cl
 cells); dequantization takes the cell centre and renormalizes. R (``latent_range``) is 1 in the
 paper; a unit-norm d-dimensional latent rarely leaves ±4/√d, so a range fitted to the codec
 (:func:`shared.codeceval.fit_latent_range`) spends the same bits on finer cells.
+
+A :class:`LatentGrid` goes one step further: each dimension i has its own interval
+[c_i − h_i, c_i + h_i], fitted to where that dimension's values lie, still with 2^b uniform
+cells. A learned latent's dimensions differ several-fold in spread, so one R sized for the widest
+dimension wastes bits on all the others.
+
 Tx stores ``dequantize(codes)`` and Rx computes the same function of the
 same codes, so both memories hold the same float32 bits.
 """
 
 from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -17,30 +26,94 @@ class QuantizerError(ValueError):
     """Codes or bytes that cannot be a quantized latent of this shape."""
 
 
-def quantize(latent: np.ndarray, bits: int, latent_range: float = 1.0) -> np.ndarray:
-    """Codes (uint16) of a latent of shape (d,) or (N, d); non-finite values are rejected."""
+@dataclass(frozen=True, eq=False)
+class LatentGrid:
+    """Per-dimension quantizer intervals: dimension i spans ``centre[i] ± half_range[i]``.
+
+    ``spread`` is the typical |z_i − c_i| / h_i (about 1/3 for intervals fitted at the 99.9 %
+    quantiles), which sets the entropy coder's starting model.
+    """
+
+    centre: np.ndarray
+    half_range: np.ndarray
+    spread: float
+
+    def __post_init__(self) -> None:
+        centre = np.asarray(self.centre, dtype=np.float32)
+        half = np.asarray(self.half_range, dtype=np.float32)
+        if centre.ndim != 1 or centre.shape != half.shape:
+            raise QuantizerError(
+                f"grid centre and half_range must be equal-length vectors, got shapes "
+                f"{centre.shape} and {half.shape}"
+            )
+        if not (np.isfinite(centre).all() and np.isfinite(half).all() and (half > 0).all()):
+            raise QuantizerError("grid centres must be finite and half-ranges finite and > 0")
+        if not 0 < self.spread <= 1:
+            raise QuantizerError(f"grid spread must lie in (0, 1], got {self.spread}")
+        object.__setattr__(self, "centre", centre)
+        object.__setattr__(self, "half_range", half)
+
+    @property
+    def dim(self) -> int:
+        return int(self.centre.shape[0])
+
+    def digest(self) -> str:
+        """sha256 of the float32 intervals: equal digests quantize alike."""
+        return hashlib.sha256(self.centre.tobytes() + self.half_range.tobytes()).hexdigest()
+
+    def to_dict(self) -> dict:
+        return {
+            "centre": [float(v) for v in self.centre],
+            "half_range": [float(v) for v in self.half_range],
+            "spread": self.spread,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> LatentGrid:
+        return cls(np.asarray(d["centre"]), np.asarray(d["half_range"]), float(d["spread"]))
+
+
+Grid = LatentGrid | float  # a per-dimension grid, or the range R shared by every dimension
+
+
+def quantize(latent: np.ndarray, bits: int, grid: Grid = 1.0) -> np.ndarray:
+    """Codes (uint16) of a latent of shape (d,) or (N, d); non-finite values are rejected.
+
+    ``grid`` is the range R of every dimension (1 in the paper) or a :class:`LatentGrid`.
+    """
     latent = np.asarray(latent, dtype=np.float32)
     if not np.all(np.isfinite(latent)):
         raise QuantizerError("latent contains NaN or inf")
     levels = 1 << bits
-    if latent_range != 1.0:
-        latent = latent * np.float32(1.0 / latent_range)
+    if isinstance(grid, LatentGrid):
+        _check_dim(grid, latent.shape[-1])
+        latent = (latent - grid.centre) / grid.half_range
+    elif grid != 1.0:
+        latent = latent * np.float32(1.0 / grid)
     cells = np.floor((latent + 1.0) * (levels / 2.0))
     return np.clip(cells, 0, levels - 1).astype(np.uint16)
 
 
-def dequantize(codes: np.ndarray, bits: int) -> np.ndarray:
+def dequantize(codes: np.ndarray, bits: int, grid: Grid = 1.0) -> np.ndarray:
     """Cell centres of ``codes``, renormalized to unit norm (float32).
 
-    The range R of :func:`quantize` scales every centre alike, so the direction, which is all a
-    unit-norm latent is, does not depend on it: both ends dequantize without knowing R.
+    A range R scales every centre alike, so the direction, which is all a unit-norm latent is,
+    does not depend on it: only a :class:`LatentGrid` changes what the codes mean.
     """
     codes = np.asarray(codes)
     levels = 1 << bits
     if codes.size and int(codes.max()) >= levels:
         raise QuantizerError(f"code {int(codes.max())} out of range for {bits} bits")
     values = (codes.astype(np.float32) + np.float32(0.5)) * np.float32(2.0 / levels) - np.float32(1)
+    if isinstance(grid, LatentGrid):
+        _check_dim(grid, values.shape[-1])
+        values = grid.centre + grid.half_range * values
     return normalize(values)
+
+
+def _check_dim(grid: LatentGrid, dim: int) -> None:
+    if dim != grid.dim:
+        raise QuantizerError(f"latent has {dim} values but the grid has {grid.dim} dimensions")
 
 
 def normalize(x: np.ndarray) -> np.ndarray:

@@ -40,7 +40,7 @@ import numpy as np
 from shared.config import LinkConfig
 from shared.entropy import SCALE_LEVELS, FrameSymbols
 from shared.memory import Memory, Recall
-from shared.quantizer import QuantizerError, dequantize, normalize, quantize
+from shared.quantizer import Grid, QuantizerError, dequantize, normalize, quantize
 
 
 def scale_value(code: int) -> np.float32:
@@ -80,7 +80,7 @@ def reconstruct_delta(
     codes: np.ndarray,
     bits: int,
     bits_per_value: int,
-    latent_range: float = 1.0,
+    grid: Grid = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(stored codes, stored prototype) of a DELTA: Q_b(normalize(ξ + r̂)), on both ends.
 
@@ -93,8 +93,8 @@ def reconstruct_delta(
     step = scale_value(scale) / np.float32(levels)
     residual = (codes.astype(np.float32) - np.float32(levels)) * step
     latent = normalize(np.asarray(base, dtype=np.float32) + residual)
-    stored = quantize(latent, bits_per_value, latent_range)
-    return stored, dequantize(stored, bits_per_value)
+    stored = quantize(latent, bits_per_value, grid)
+    return stored, dequantize(stored, bits_per_value, grid)
 
 
 def distortion(latent: np.ndarray, shown: np.ndarray) -> float:
@@ -127,6 +127,7 @@ def candidates(
 ) -> list[Candidate]:
     """Every candidate of a frame, in a fixed order: HIT, HIT(previous), DELTA(b′)…, NEW."""
     latent = np.asarray(latent, dtype=np.float32)
+    grid = config.quantizer_grid()
     out: list[Candidate] = []
 
     def hit(ref: int) -> Candidate:
@@ -146,12 +147,12 @@ def candidates(
             for bits in config.delta_bit_set:
                 scale, codes = quantize_residual(latent, base, bits)
                 stored, shown = reconstruct_delta(
-                    base, scale, codes, bits, config.bits_per_value, config.latent_range
+                    base, scale, codes, bits, config.bits_per_value, grid
                 )
                 symbols = FrameSymbols("delta", ref, cue, slot, bits, scale, codes)
                 out.append(Candidate(symbols, shown, stored, distortion(latent, shown)))
-    codes = quantize(latent, config.bits_per_value, config.latent_range)
-    shown = dequantize(codes, config.bits_per_value)
+    codes = quantize(latent, config.bits_per_value, grid)
+    shown = dequantize(codes, config.bits_per_value, grid)
     symbols = FrameSymbols("new", slot=slot, codes=codes)
     out.append(Candidate(symbols, shown, codes, distortion(latent, shown)))
     return out

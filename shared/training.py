@@ -40,7 +40,7 @@ from shared.codec import (
     codecs_dir,
     save_codec,
 )
-from shared.codeceval import fit_latent_range
+from shared.codeceval import fit_latent_grid, fit_latent_range
 
 __all__ = [
     "CropSampler",
@@ -77,6 +77,7 @@ _SKIMAGE_PHOTOS = (
 # Photos in skimage's data folder without a loader function.
 _SKIMAGE_FILES = ("motorcycle_left.png", "motorcycle_right.png")
 HOLDOUT_FRACTION = 1 / 8  # rightmost columns of every photo, never used for training crops
+DEFAULT_MIN_ZOOM = 0.75  # smallest training crop side, in frame sizes
 
 
 def source_images() -> dict[str, np.ndarray]:
@@ -113,17 +114,28 @@ def split_holdout(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class CropSampler:
     """Random augmented ``size`` x ``size`` crops of a set of RGB photos (seeded, no global RNG).
 
-    Each crop: pick a photo uniformly, a square side log-uniform in [0.75 * size, photo side],
+    Each crop: pick a photo uniformly, a square side log-uniform in [min_zoom * size, photo
+    side] (a crop of side ``k * size`` is shrunk k times, as a camera frame of a scene is),
     optionally a small rotation (p = 0.25, |angle| <= 10 deg), area-filter resize to ``size``,
     horizontal (p = 0.5) / vertical (p = 0.1) flips, occasional Gaussian blur (p = 0.15), then
     illumination gain in [0.5, 1.4], per-channel gain in [0.9, 1.1] and saturation in [0.6, 1.3].
     With ``augment=False`` only the crop position and scale are random.
     """
 
-    def __init__(self, photos: list[np.ndarray], size: int, seed: int, augment: bool = True):
+    def __init__(
+        self,
+        photos: list[np.ndarray],
+        size: int,
+        seed: int,
+        augment: bool = True,
+        min_zoom: float = DEFAULT_MIN_ZOOM,
+    ):
+        if min_zoom <= 0:
+            raise ValueError(f"min_zoom must be > 0, got {min_zoom}")
         self.photos = [Image.fromarray(p) for p in photos]
         self.size = size
         self.augment = augment
+        self.min_zoom = min_zoom
         self.rng = np.random.default_rng(seed)
 
     def crop(self) -> np.ndarray:
@@ -131,7 +143,7 @@ class CropSampler:
         im = self.photos[rng.integers(len(self.photos))]
         w, h = im.size
         max_side = min(w, h)
-        min_side = min(max_side, int(0.75 * size))
+        min_side = min(max_side, int(self.min_zoom * size))
         side = math.exp(rng.uniform(math.log(min_side), math.log(max_side)))
         angle = rng.uniform(-10, 10) if self.augment and rng.random() < 0.25 else 0.0
         # A rotated square needs a larger region around it; shrink the crop until it fits.
@@ -269,6 +281,7 @@ def train_codec(
     threads: int | None = None,
     eval_frames: int = 512,
     init: str | None = None,
+    min_zoom: float = DEFAULT_MIN_ZOOM,
 ) -> dict:
     """Train codec ``name`` from scratch for ``minutes`` of wall-clock time; write its card.
 
@@ -280,6 +293,7 @@ def train_codec(
     its name then names the files). ``steps`` replaces the time budget by a step count.
     ``threads`` sets torch's CPU threads for the run (default: leave them as they are).
     ``init`` names a shipped codec to start from (:func:`warm_start`) instead of random weights.
+    ``min_zoom`` is the smallest crop side in frame sizes (see :class:`CropSampler`).
     """
     if spec is None:
         if name not in CODECS:
@@ -291,7 +305,7 @@ def train_codec(
         return _train(
             spec, minutes=minutes, seed=seed, dev=dev, out_dir=out_dir, progress=progress,
             steps=steps, batch_size=batch_size, lr=lr, bank_size=bank_size,
-            bank_refresh=bank_refresh, eval_frames=eval_frames, init=init,
+            bank_refresh=bank_refresh, eval_frames=eval_frames, init=init, min_zoom=min_zoom,
         )  # fmt: skip
 
 
@@ -333,11 +347,12 @@ def _train(
     bank_refresh: float,
     eval_frames: int,
     init: str | None,
+    min_zoom: float,
 ) -> dict:
     t_start = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)
     train_parts = [split_holdout(img)[0] for img in source_images().values()]
-    sampler = CropSampler(train_parts, spec.frame_size, seed)
+    sampler = CropSampler(train_parts, spec.frame_size, seed, min_zoom=min_zoom)
     bank_size = max(bank_size, batch_size)
     bank = _Bank.build(sampler, bank_size, dev)
 
@@ -418,14 +433,15 @@ def _train(
     train_idx = torch.randperm(bank_size, generator=gen)[:n_train_eval]
     train_frames = bank.data[train_idx.to(dev)].cpu().numpy()
     train_psnr = evaluate_psnr(codec, train_frames)
-    # The quantizer range is fitted on training crops only, like the weights.
-    fitted_range = fit_latent_range(codec.encode(train_frames))
+    # The quantizer's range and grid are fitted on training crops only, like the weights.
+    train_latents = codec.encode(train_frames)
     eval_psnr = evaluate_psnr(codec, holdout_frames(eval_frames, spec.frame_size))
     command = (
         f"python -m shared.training --name {spec.name} --minutes {minutes:g} --seed {seed} "
         f"--device {dev.type} --batch-size {batch_size} --lr {lr:g} --bank-size {bank_size}"
         + (f" --steps {steps}" if steps is not None else "")
         + (f" --init {init}" if init is not None else "")
+        + (f" --min-zoom {min_zoom:g}" if min_zoom != DEFAULT_MIN_ZOOM else "")
         + f" --threads {torch.get_num_threads()}"
     )
     card = {
@@ -447,13 +463,14 @@ def _train(
         "lr": lr,
         "loss": "mse",
         "bank_size": bank_size,
+        "min_zoom": min_zoom,
         "device": dev.type,
         "hardware": hardware_description(dev),
         "wall_time_s": round(train_wall, 1),
         "total_time_s": round(time.perf_counter() - t_start, 1),
         "train_psnr_db": round(train_psnr, 3),
         "eval_psnr_db": round(eval_psnr, 3),
-        "fitted_latent_range": fitted_range,
+        **quantizer_fit(train_latents),
         "eval_frames": f"{eval_frames} crops of the held-out rightmost 1/8 of each photo",
         "data": "skimage.data photos: " + ", ".join([*_SKIMAGE_PHOTOS, *_SKIMAGE_FILES]),
         "created_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -464,6 +481,28 @@ def _train(
             f"{spec.name}: {step} steps in {train_wall:.0f} s, train PSNR {train_psnr:.2f} dB, "
             f"held-out PSNR {eval_psnr:.2f} dB -> {weights}"
         )
+    return card
+
+
+def quantizer_fit(latents: np.ndarray) -> dict:
+    """The card's quantizer entries, fitted to a codec's latents on training crops."""
+    return {
+        "fitted_latent_range": fit_latent_range(latents),
+        "latent_grid": fit_latent_grid(latents).to_dict(),
+    }
+
+
+def refit_quantizer(name: str, seed: int = 0, n: int = 1024, out_dir: Path | None = None) -> dict:
+    """Fit codec ``name``'s quantizer range and grid again (on ``n`` augmented training crops,
+    as training does) and write them into its card, leaving the weights alone."""
+    from shared.codec import codec_card, load_codec
+
+    folder = Path(out_dir) if out_dir is not None else codecs_dir()
+    codec = load_codec(name, folder)
+    train_parts = [split_holdout(img)[0] for img in source_images().values()]
+    crops = CropSampler(train_parts, codec.frame_size, seed).batch(n)
+    card = {**codec_card(name, folder), **quantizer_fit(codec.encode(crops))}
+    (folder / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
     return card
 
 
@@ -480,11 +519,27 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--bank-size", type=int, default=32768)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--init", default=None, help="start from this shipped codec's weights")
+    p.add_argument(
+        "--min-zoom",
+        type=float,
+        default=DEFAULT_MIN_ZOOM,
+        help="smallest training crop side, in frame sizes (default %(default)s)",
+    )
+    p.add_argument(
+        "--refit-quantizer",
+        action="store_true",
+        help="do not train: fit the shipped codec's quantizer range and grid again, into its card",
+    )
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args(argv)
+    if a.refit_quantizer:
+        card = refit_quantizer(a.name, a.seed, out_dir=a.out_dir)
+        print(f"{a.name}: fitted_latent_range {card['fitted_latent_range']}, latent_grid written")
+        return
     card = train_codec(
         a.name, a.minutes, a.seed, a.device, a.out_dir, not a.quiet, steps=a.steps,
         batch_size=a.batch_size, lr=a.lr, bank_size=a.bank_size, threads=a.threads, init=a.init,
+        min_zoom=a.min_zoom,
     )  # fmt: skip
     print(json.dumps(card, indent=2))
 

@@ -417,12 +417,14 @@ def test_id_desync_moves_the_slot_to_another_valid_slot():
     assert decode(out[5][1].data).slot == -1
 
 
-def test_prototype_noise_keeps_a_valid_latent_whose_cosine_drops_with_sigma():
+@pytest.mark.parametrize("grid", ["uniform", "per_dim"])
+def test_prototype_noise_keeps_a_valid_latent_whose_cosine_drops_with_sigma(grid):
+    config = CONFIG.replace(latent_grid=grid)
     messages = news(400)
-    bits, dim = CONFIG.bits_per_value, CONFIG.latent_dim
+    bits, dim, cells = config.bits_per_value, config.latent_dim, config.quantizer_grid()
     means = []
     for sigma in (0.01, 0.05, 0.2, 1.0):
-        core = ChannelCore(CONFIG)
+        core = ChannelCore(config)
         core.set_impairment(TX, "prototype_noise", {"probability": 1.0, "sigma": sigma})
         out = send(core, messages + hits(10, first=400))
         cosines = []
@@ -432,8 +434,8 @@ def test_prototype_noise_keeps_a_valid_latent_whose_cosine_drops_with_sigma():
                 assert isinstance(got, Hit)  # hits untouched by default
                 continue
             assert got.slot == messages[i].slot and len(got.latent) == len(messages[i].latent)
-            a = dequantize(unpack_codes(messages[i].latent, bits, dim), bits)
-            b = dequantize(unpack_codes(got.latent, bits, dim), bits)
+            a = dequantize(unpack_codes(messages[i].latent, bits, dim), bits, cells)
+            b = dequantize(unpack_codes(got.latent, bits, dim), bits, cells)
             assert np.linalg.norm(b) == pytest.approx(1.0, abs=1e-5)
             cosines.append(float(a @ b))
         assert core.impairments()[TX]["prototype_noise"]["counters"]["noised"] == 400

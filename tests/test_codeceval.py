@@ -12,8 +12,11 @@ from shared.cli import main
 from shared.codeceval import (
     codec_roundtrip,
     evaluate,
+    expand_sources,
+    fit_latent_grid,
     fit_latent_range,
     link_comparison,
+    link_variants,
     thumbnail,
     thumbnail_choice,
 )
@@ -28,6 +31,31 @@ def test_fitted_range_covers_the_latents_and_rounds_up() -> None:
     assert r * 64 == int(r * 64) and 0 < r < 1
     with pytest.raises(ValueError, match="finite"):
         fit_latent_range(np.array([[np.nan]]))
+
+
+def test_fitted_grid_covers_each_dimension_and_follows_its_offset() -> None:
+    rng = np.random.default_rng(1)
+    scale = np.geomspace(0.01, 0.3, 16)
+    z = rng.standard_normal((40000, 16)) * scale + 2 * scale
+    grid = fit_latent_grid(z)
+    inside = np.abs(z - grid.centre) <= grid.half_range
+    assert inside.mean(axis=0).min() >= 0.995
+    assert (np.abs(grid.centre - 2 * scale) < 0.15 * scale).all()
+    np.testing.assert_allclose(grid.half_range, 3.29 * scale, rtol=0.1)  # the 99.95 % quantile
+    assert 0.2 < grid.spread < 0.3  # E|N(0, 1)| / 3.29
+    with pytest.raises(ValueError, match="finite"):
+        fit_latent_grid(np.array([[np.nan, 0.0], [0.0, 0.0]]))
+
+
+def test_a_per_dimension_grid_beats_one_range_at_few_bits_on_real_frames(codec) -> None:
+    from shared.cards import card_grid
+
+    frames = load_clip("low_motion", n_frames=4, size=64)
+
+    def quality(grid) -> float:
+        return float(psnr_batch(frames, codec_roundtrip(codec, frames, 3, grid)).mean())
+
+    assert quality(card_grid(codec.name)) > quality(fit_latent_range(codec.encode(frames))) + 1
 
 
 def test_thumbnail_at_full_resolution_and_8_bits_is_nearly_lossless() -> None:
@@ -78,8 +106,24 @@ def test_codec_eval_command_prints_json_rows(capsys) -> None:
         and len(rows) == 1
         and rows[0]["codec"] == "ae64"
         and rows[0]["latent_range"] == 1.0
+        and rows[0]["latent_grid"] == "uniform"
     )
     assert rows[0]["psnr"] > 10
+    argv += ["--frames", "2", "--no-h264", "--json"]
+    assert main([*argv, "--range", "paper,per_dim"]) == 0
+    grids = [r["latent_grid"] for r in json.loads(capsys.readouterr().out)["rows"]]
+    assert grids == ["uniform", "per_dim"]
+
+
+def test_real_stands_for_the_installed_packaged_videos(tmp_path) -> None:
+    clip = tmp_path / "walk.mp4"
+    clip.write_bytes(b"")
+    videos = {"walk": str(clip), "absent": str(tmp_path / "absent.mp4")}
+    assert expand_sources("static, real,/data/my_clip.mkv", videos) == {
+        "static": "static", "walk": str(clip), "my_clip": "/data/my_clip.mkv",
+    }  # fmt: skip
+    with pytest.raises(SystemExit, match="apt-get install python3-imageio"):
+        expand_sources("real", {"absent": str(tmp_path / "absent.mp4")})
 
 
 def test_codec_eval_rejects_bad_bits_and_unknown_codecs() -> None:
@@ -87,15 +131,24 @@ def test_codec_eval_rejects_bad_bits_and_unknown_codecs() -> None:
         main(["codec-eval", "--bits", "x", "--no-h264"])
     with pytest.raises(SystemExit, match="unknown codec"):
         main(["codec-eval", "--codecs", "nope", "--no-h264"])
+    with pytest.raises(SystemExit, match="--range"):
+        main(["codec-eval", "--range", "paper,log", "--no-h264"])
 
 
-def test_link_comparison_calibrates_each_codec_to_one_target_per_group(codec) -> None:
+def test_link_comparison_calibrates_each_variant_to_one_target_per_group(codec) -> None:
     from shared.config import build_config
     from shared.experiments import TABLE_GROUPS
 
     base = build_config({"memory": "hopfield"}, read_env=False)
-    rows = link_comparison([codec, codec], base, n_frames=6, seed=0)
-    assert [r.group for r in rows] == [g for g in TABLE_GROUPS for _ in range(2)]
-    for a, b in zip(rows[::2], rows[1::2], strict=True):
-        assert a == b  # the same codec twice: the same calibration
-        assert a.psnr >= a.target_psnr and 0 <= a.hit_rate <= 1 and a.bits_per_frame > 0
+    variants = link_variants([codec], base, [4, 8], ["paper", "per_dim"])
+    assert [v.label for v in variants] == [
+        "ae64 b=4 R=1", "ae64 b=4 per-dim", "ae64 b=8 R=1", "ae64 b=8 per-dim",
+    ]  # fmt: skip
+    assert variants[1].config.latent_grid == "per_dim" and variants[1].config.bits_per_value == 4
+    rows = link_comparison([variants[0], variants[0], variants[3]], n_frames=6, seed=0)
+    assert [r.group for r in rows] == [g for g in TABLE_GROUPS for _ in range(3)]
+    for a, b, c in zip(rows[::3], rows[1::3], rows[2::3], strict=True):
+        assert a == b  # the same variant twice: the same calibration
+        assert a.target_psnr == c.target_psnr  # one target per group for every variant
+        for r in (a, c):
+            assert r.psnr >= r.target_psnr and 0 <= r.hit_rate <= 1 and r.bits_per_frame > 0

@@ -30,6 +30,17 @@ def test_digest_is_stable_and_sensitive():
     assert len(a.digest()) == 64
 
 
+def test_a_per_dimension_grid_comes_from_the_codec_card_and_enters_the_digest():
+    from shared.cards import card_grid
+
+    uniform = build_config(read_env=False)
+    per_dim = uniform.replace(latent_grid="per_dim")
+    assert uniform.quantizer_grid() == 1.0
+    assert per_dim.quantizer_grid() is card_grid("ae64")
+    assert per_dim.quantizer_grid().dim == 64
+    assert per_dim.digest() != uniform.digest()
+
+
 def test_environment_variables_are_read(monkeypatch):
     monkeypatch.setenv("HOPLINK_CAPACITY", "1000")
     monkeypatch.setenv("HOPLINK_MEMORY", "vq")
@@ -56,6 +67,10 @@ def test_flags_override_environment(monkeypatch):
         ({"bits_per_value": 17}, "bits_per_value"),
         ({"cue_bits": 8, "cue_tolerance": 9}, "cue_tolerance"),
         ({"memory": "vq", "transmission": "soft"}, "soft"),
+        ({"latent_grid": "per_dim", "latent_range": 0.5}, "latent_range"),
+        ({"latent_grid": "per_dim", "codec": "no_such_codec"}, "no_such_codec"),
+        ({"latent_grid": "per_dim", "latent_dim": 128}, "latent_dim=128"),
+        ({"latent_grid": "log"}, "latent_grid"),
     ],
 )
 def test_invalid_values_name_the_field(values, field):

@@ -25,6 +25,9 @@ def _cfg(**kw):
         # A fitted quantizer range (and the tools whose symbols depend on it) on both ends.
         ("hopfield", "index", {"latent_range": 0.375, "bits_per_value": 4}),
         ("vq", "index", {"latent_range": 0.375, "entropy_coding": True, "delta": True}),
+        # The codec's per-dimension grid, read from its card by each end.
+        ("hopfield", "index", {"latent_grid": "per_dim", "bits_per_value": 4}),
+        ("vq", "index", {"latent_grid": "per_dim", "entropy_coding": True, "delta": True}),
     ],
 )
 def test_memories_stay_identical_over_a_whole_clip(latents, memory, mode, tools):

@@ -4,6 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.quantizer import (
+    LatentGrid,
     QuantizerError,
     dequantize,
     normalize,
@@ -91,3 +92,54 @@ def test_dequantization_needs_no_range():
     codes = quantize(z, 4, r)
     centres = ((codes.astype(np.float64) + 0.5) * (2.0 / 16) - 1.0) * r
     np.testing.assert_allclose(dequantize(codes, 4), normalize(centres), atol=1e-6)
+
+
+def _skewed_latents(n: int, seed: int) -> np.ndarray:
+    """Unit latents whose dimensions differ in offset and spread, as a learned codec's do."""
+    rng = np.random.default_rng(seed)
+    scale = np.geomspace(0.2, 3.0, 64)
+    return normalize(rng.standard_normal((n, 64)) * scale + 0.5 * scale)
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+def test_a_per_dimension_grid_keeps_each_value_within_half_of_its_own_cell(bits):
+    from shared.codeceval import fit_latent_grid
+
+    z = _skewed_latents(500, 5)
+    grid = fit_latent_grid(z)
+    levels = 1 << bits
+    codes = quantize(z, bits, grid)
+    centres = grid.centre + grid.half_range * ((codes.astype(np.float64) + 0.5) * 2 / levels - 1)
+    inside = np.abs(z - grid.centre) <= grid.half_range
+    assert inside.mean() > 0.99  # the fit covers 99.9 % of the values
+    cell = np.broadcast_to(grid.half_range / levels, z.shape)
+    assert (np.abs(centres - z)[inside] <= cell[inside] + 1e-6).all()
+    np.testing.assert_allclose(dequantize(codes, bits, grid), normalize(centres), atol=1e-6)
+    # Narrow dimensions get narrow cells: better directions than one range for all.
+    err_grid = 1 - np.sum(dequantize(codes, bits, grid) * z, axis=1)
+    r = float(np.quantile(np.abs(z), 0.999))
+    err_range = 1 - np.sum(dequantize(quantize(z, bits, r), bits) * z, axis=1)
+    assert err_grid.mean() < err_range.mean()
+
+
+def test_a_grid_must_fit_the_latent_and_be_well_formed():
+    grid = LatentGrid(np.zeros(4), np.full(4, 0.5), spread=0.3)
+    with pytest.raises(QuantizerError, match="grid has 4 dimensions"):
+        quantize(np.ones(8, np.float32) / 8**0.5, 4, grid)
+    with pytest.raises(QuantizerError, match="grid has 4 dimensions"):
+        dequantize(np.zeros(8, np.uint16), 4, grid)
+    with pytest.raises(QuantizerError, match="> 0"):
+        LatentGrid(np.zeros(4), np.array([0.5, 0.5, 0.0, 0.5]), spread=0.3)
+    with pytest.raises(QuantizerError, match="equal-length"):
+        LatentGrid(np.zeros(4), np.full(3, 0.5), spread=0.3)
+    with pytest.raises(QuantizerError, match="spread"):
+        LatentGrid(np.zeros(4), np.full(4, 0.5), spread=0.0)
+
+
+def test_a_grid_survives_its_card_form_and_its_digest_tells_grids_apart():
+    grid = LatentGrid(np.linspace(-0.1, 0.1, 8), np.linspace(0.2, 0.4, 8), spread=0.3)
+    again = LatentGrid.from_dict(grid.to_dict())
+    assert again.digest() == grid.digest()
+    assert np.array_equal(again.centre, grid.centre)
+    moved = LatentGrid(grid.centre + np.float32(1e-3), grid.half_range, spread=0.3)
+    assert moved.digest() != grid.digest()

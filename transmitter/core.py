@@ -92,11 +92,13 @@ class TransmitterCore:
             message = Hit(seq=seq, t=t, refs=recall.refs, cue=cue, weights=recall.weight_codes)
             return TxFrame(message, recall.latent, similarity)
         self.counters.news += 1
-        codes = quantize(latent, self.config.bits_per_value, self.config.latent_range)
+        codes = quantize(latent, self.config.bits_per_value, self.config.quantizer_grid())
         slot = self.memory.slot_for_new()
         if slot is None:
             self.counters.news_unstored += 1
-            reconstruction = dequantize(codes, self.config.bits_per_value)
+            reconstruction = dequantize(
+                codes, self.config.bits_per_value, self.config.quantizer_grid()
+            )
         else:
             reconstruction = self.memory.store(slot, codes)
         packed = pack_codes(codes, self.config.bits_per_value)

@@ -54,8 +54,10 @@ class PrototypeNoise(Impairment):
             self.counters["skipped"] += 1
             return [item]
         noise = rng.standard_normal(dim).astype(np.float32)
-        latent = normalize(dequantize(codes, bits) + np.float32(self.attributes.sigma) * noise)
-        noisy = quantize(latent, bits, self.config.latent_range)
+        grid = self.config.quantizer_grid()
+        noise *= np.float32(self.attributes.sigma)
+        latent = normalize(dequantize(codes, bits, grid) + noise)
+        noisy = quantize(latent, bits, grid)
         item.set_message(dataclasses.replace(message, latent=pack_codes(noisy, bits)))
         self.counters["noised"] += 1
         self.counters["codes_changed"] += int(np.count_nonzero(noisy != codes))

@@ -1,0 +1,38 @@
+"""The shipped codecs' files and cards, readable without torch (the channel reads grids here).
+
+A codec ``NAME`` ships as ``shared/codecs/NAME.pt`` (weights, loaded by :mod:`shared.codec`) and
+``NAME.json``, its card: how the weights were trained, what they reach, and the quantizer
+intervals fitted to its latents.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+from shared.quantizer import LatentGrid
+
+
+def codecs_dir() -> Path:
+    """Folder of the shipped weights and cards (package data of ``shared``)."""
+    return Path(__file__).resolve().parent / "codecs"
+
+
+def codec_card(name: str, weights_dir: Path | None = None) -> dict:
+    """The training card ``<name>.json`` beside the weights ({} when there is none)."""
+    path = Path(weights_dir if weights_dir is not None else codecs_dir()) / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+@functools.cache
+def card_grid(name: str) -> LatentGrid:
+    """The per-dimension quantizer grid on codec ``name``'s card (cached: cards do not change
+    while a process runs). Raises ValueError naming the codec when its card has none."""
+    entry = codec_card(name).get("latent_grid")
+    if entry is None:
+        raise ValueError(
+            f"codec {name!r} has no fitted latent_grid on its card; fit one with "
+            f"`python -m shared.training --name {name} --refit-quantizer`"
+        )
+    return LatentGrid.from_dict(entry)
