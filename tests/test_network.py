@@ -362,3 +362,29 @@ def test_impairment_api_validates_input(link: Link) -> None:
 def test_channel_never_imports_torch() -> None:
     code = "import channel.server, channel.__main__, sys; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_a_per_dimension_grid_runs_through_the_processes_as_in_the_simulator() -> None:
+    """Each process reads the codec's grid from its card; the Rx decodes what the simulator does."""
+    import os
+
+    from shared.codec import load_codec
+    from shared.scenarios import load_clip
+    from shared.simulator import DecodeCache, simulate
+
+    argv = ["--latent-grid", "per_dim", "--bits-per-value", "4"]
+    done = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "demo", "--frames", "30", "--fps", "0", "--json",
+         "--no-impairments", "--scenario", SCENARIO, *argv],
+        capture_output=True, text=True, timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rx = json.loads(done.stdout)["rx"]
+    assert rx["frames_by_outcome"]["decoded"] == 30 and rx["digest"]["agree"]
+    assert rx["timeline"][0]["bits"] == 64 * 4  # a NEW of d·b bits
+    config = build_config({"latent_grid": "per_dim", "bits_per_value": 4}, read_env=False)
+    codec = load_codec(config.codec)
+    frames = load_clip(SCENARIO, n_frames=30, size=codec.frame_size, seed=config.seed)
+    sim = simulate(codec.encode(frames), config, frames=frames, decoder=DecodeCache(codec))
+    assert (rx["hits"], rx["news"]) == (sim.summary.hits, sim.summary.news)
+    assert rx["quality"]["psnr_mean"] == pytest.approx(sim.summary.psnr, abs=1e-9)
