@@ -221,12 +221,12 @@ class LinkRow:
     ssim: float
 
 
-def link_variants(codecs: Sequence, base, bits_list: Sequence[int], kinds: Sequence[str]) -> list:
-    """Every (codec, b, quantizer grid) as a :class:`LinkVariant` on configuration ``base``."""
+def link_variants(codecs: Sequence, base, pairs: Sequence[tuple[int, str]]) -> list:
+    """Each codec at each (b, grid kind) of ``pairs``, as a :class:`LinkVariant` on ``base``."""
     variants = []
     for codec in codecs:
-        for bits in bits_list:
-            for grid in _grids(codec.name, kinds):
+        for bits, kind in pairs:
+            for grid in _grids(codec.name, [kind]):
                 per_dim = isinstance(grid, LatentGrid)
                 config = base.replace(
                     codec=codec.name,
@@ -320,12 +320,33 @@ def add_codec_eval_command(sub: argparse._SubParsersAction) -> None:
         help="also run each codec × b × range on the link (hopfield memory, Table I groups) at "
         "one matched PSNR per group; codecs must share the frame size",
     )
+    p.add_argument(
+        "--link-pairs",
+        default=None,
+        help="with --link: only these b:range pairs, e.g. 8:paper,4:per_dim (the common target "
+        "is the worst pair's all-NEW PSNR, so leave out pairs far below the others)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON rows instead of tables")
     p.add_argument("--out", default=None, help="also write the JSON rows to this file")
     p.set_defaults(func=cmd_codec_eval)
 
 
 QUANTIZER_GRIDS = ("paper", "fitted", "per_dim")
+
+
+def _link_pairs(args: argparse.Namespace, bits_list, kinds) -> list[tuple[int, str]]:
+    if args.link_pairs is None:
+        return [(b, k) for b in bits_list for k in kinds]
+    pairs = []
+    for item in (s.strip() for s in args.link_pairs.split(",") if s.strip()):
+        bits, _, kind = item.partition(":")
+        if not bits.isdigit() or not 1 <= int(bits) <= 16 or kind not in QUANTIZER_GRIDS:
+            raise SystemExit(
+                f"--link-pairs takes b:range items (b in 1..16, range one of "
+                f"{', '.join(QUANTIZER_GRIDS)}), got {item!r}"
+            )
+        pairs.append((int(bits), kind))
+    return pairs
 
 
 def expand_sources(spec: str, videos: dict[str, str] | None = None) -> dict[str, str]:
@@ -386,6 +407,7 @@ def cmd_codec_eval(args: argparse.Namespace) -> int:
             f"--range takes a comma-separated subset of {', '.join(QUANTIZER_GRIDS)}, "
             f"got {args.latent_range!r}"
         )
+    pairs = _link_pairs(args, bits_list, kinds)
     rows: list[EvalRow] = []
     try:
         codecs = [load_codec(n) for n in names]
@@ -414,7 +436,7 @@ def cmd_codec_eval(args: argparse.Namespace) -> int:
         base = build_config({"memory": "hopfield"})
         with tqdm(desc="link", unit="run", disable=args.json or None) as bar:
             try:
-                variants = link_variants(codecs, base, bits_list, kinds)
+                variants = link_variants(codecs, base, pairs)
                 link_rows = link_comparison(variants, args.frames, args.seed, on_step=bar.update)
             except ValueError as exc:
                 raise SystemExit(f"hoplink codec-eval --link: {exc}") from None

@@ -133,6 +133,8 @@ def test_codec_eval_rejects_bad_bits_and_unknown_codecs() -> None:
         main(["codec-eval", "--codecs", "nope", "--no-h264"])
     with pytest.raises(SystemExit, match="--range"):
         main(["codec-eval", "--range", "paper,log", "--no-h264"])
+    with pytest.raises(SystemExit, match="--link-pairs"):
+        main(["codec-eval", "--no-h264", "--link", "--link-pairs", "8:paper,x:per_dim"])
 
 
 def test_link_comparison_calibrates_each_variant_to_one_target_per_group(codec) -> None:
@@ -140,7 +142,8 @@ def test_link_comparison_calibrates_each_variant_to_one_target_per_group(codec) 
     from shared.experiments import TABLE_GROUPS
 
     base = build_config({"memory": "hopfield"}, read_env=False)
-    variants = link_variants([codec], base, [4, 8], ["paper", "per_dim"])
+    pairs = [(4, "paper"), (4, "per_dim"), (8, "paper"), (8, "per_dim")]
+    variants = link_variants([codec], base, pairs)
     assert [v.label for v in variants] == [
         "ae64 b=4 R=1", "ae64 b=4 per-dim", "ae64 b=8 R=1", "ae64 b=8 per-dim",
     ]  # fmt: skip
