@@ -1,4 +1,4 @@
-"""``hoplink codec-eval``: what each shipped codec's pictures are worth, beside two baselines.
+"""``hoplink codec-eval``: what each shipped codec's pictures are worth, beside three baselines.
 
 For every codec, quantizer width b and source (the eight scenarios, or video files), the frames
 go through ``encode → quantize(b) → dequantize → decode`` exactly as the link's NEW path does,
@@ -6,7 +6,8 @@ and the reconstruction's PSNR/SSIM are set beside
 
 * the best **thumbnail** that fits the same bits (a ``side × side`` RGB thumbnail with ``q`` bits
   per value, box-filtered down and bicubic up; ``side²·3·q ≤ d·b``, the ``(side, q)`` with the
-  best mean PSNR over all sources is chosen once, so it is a fixed codec, not an oracle), and
+  best mean PSNR over all sources is chosen once, so it is a fixed codec, not an oracle),
+* the linear **PCA** transform coder with the codec's d and b (:class:`PcaCodec`), and
 * **H.264** (libx264, one I-frame per clip, :mod:`shared.realcodecs`): its bits/frame at the
   codec's PSNR on the same clip (interpolated between CRFs; ``≤``/``≥`` when outside them).
 """
@@ -14,6 +15,7 @@ and the reconstruction's PSNR/SSIM are set beside
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 from collections.abc import Sequence
@@ -22,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.quantizer import Grid, LatentGrid, dequantize, quantize
+from shared.quantizer import Grid, LatentGrid, cell_centres, dequantize, quantize
 
 # shared.accounting, PIL and the scenarios load in the functions: `hoplink --help` stays instant.
 
@@ -86,6 +88,38 @@ def codec_roundtrip(codec, frames: np.ndarray, bits: int, grid: Grid = 1.0):
     return codec.decode(dequantize(quantize(latents, bits, grid), bits, grid))
 
 
+@dataclass(frozen=True, eq=False)
+class PcaCodec:
+    """The linear baseline at equal bits: the top ``d`` principal components of training crops,
+    their coefficients on a per-dimension grid fitted like a codec's, b bits each, so a frame
+    costs d·b bits like a NEW. What a learned codec adds over it is what its non-linearity buys."""
+
+    mean: np.ndarray  # (S·S·3,) float32
+    basis: np.ndarray  # (d, S·S·3), orthonormal rows
+    grid: LatentGrid  # of the coefficients
+
+    def roundtrip(self, frames: np.ndarray, bits: int) -> np.ndarray:
+        x = frames.reshape(len(frames), -1).astype(np.float32) - self.mean
+        codes = quantize(x @ self.basis.T, bits, self.grid)
+        shown = cell_centres(codes, bits, self.grid) @ self.basis + self.mean
+        return np.clip(np.rint(shown), 0, 255).astype(np.uint8).reshape(frames.shape)
+
+
+@functools.cache
+def pca_codec(size: int, dim: int, seed: int = 0) -> PcaCodec:
+    """:class:`PcaCodec` of ``dim`` components for ``size``² frames, fitted on augmented
+    training crops (never the held-out strips, never a clip), as the learned codecs are."""
+    from shared.training import CropSampler, source_images, split_holdout
+
+    n = max(2048, 8 * dim)
+    parts = [split_holdout(img)[0] for img in source_images().values()]
+    x = CropSampler(parts, size, seed).batch(n).reshape(n, -1).astype(np.float32)
+    mean = x.mean(axis=0)
+    x -= mean
+    basis = np.linalg.svd(x, full_matrices=False)[2][:dim]
+    return PcaCodec(mean, basis, fit_latent_grid(x @ basis.T))
+
+
 def thumbnail(frames: np.ndarray, side: int, bits: int) -> np.ndarray:
     """``side × side`` thumbnails with ``bits`` per value (uniform, mid-rise), scaled back up."""
     from PIL import Image
@@ -135,6 +169,7 @@ class EvalRow:
     ssim: float
     thumbnail: str  # "side×side×q"
     thumbnail_psnr: float
+    pca_psnr: float  # PcaCodec with the codec's d at the same b
     h264_bits_at_psnr: str  # BitsAtPsnr.describe(): "123.4", or "≤…*"/"≥…*" out of range
 
     def to_dict(self) -> dict:
@@ -164,6 +199,7 @@ def evaluate(
 
     rows = []
     per_dim = isinstance(grid, LatentGrid)
+    pca = pca_codec(codec.frame_size, codec.latent_dim)
     for bits in bits_list:
         budget = codec.latent_dim * bits
         side, q = thumbnail_choice(list(clips.values()), budget)
@@ -185,6 +221,7 @@ def evaluate(
                     ssim=_mean_ssim(frames, shown, ssim_stride),
                     thumbnail=f"{side}×{side}×{q}",
                     thumbnail_psnr=float(psnr_batch(frames, thumb).mean()),
+                    pca_psnr=float(psnr_batch(frames, pca.roundtrip(frames, bits)).mean()),
                     h264_bits_at_psnr=bits_at_psnr(h264[name], p).describe() if h264 else "–",
                 )
             )
@@ -466,6 +503,7 @@ def summary_table(rows: Sequence[EvalRow]) -> tuple[list[str], list[list]]:
     sources = list(dict.fromkeys(r.source for r in rows))
     headers = [
         "codec", "d", "S", "b", "range", "bits/frame", "PSNR", "SSIM", "thumbnail", "thumb PSNR",
+        "PCA PSNR",
         *[f"{s[:10]}" for s in sources],
     ]  # fmt: skip
     table = []
@@ -483,6 +521,7 @@ def summary_table(rows: Sequence[EvalRow]) -> tuple[list[str], list[list]]:
                 float(np.mean([g.ssim for g in group])),
                 group[0].thumbnail,
                 float(np.mean([g.thumbnail_psnr for g in group])),
+                float(np.mean([g.pca_psnr for g in group])),
                 *[
                     f"{by_source[s].psnr:.1f} ({by_source[s].h264_bits_at_psnr})"
                     if s in by_source

@@ -100,6 +100,13 @@ def dequantize(codes: np.ndarray, bits: int, grid: Grid = 1.0) -> np.ndarray:
     A range R scales every centre alike, so the direction, which is all a unit-norm latent is,
     does not depend on it: only a :class:`LatentGrid` changes what the codes mean.
     """
+    if not isinstance(grid, LatentGrid):
+        grid = 1.0
+    return normalize(cell_centres(codes, bits, grid))
+
+
+def cell_centres(codes: np.ndarray, bits: int, grid: Grid = 1.0) -> np.ndarray:
+    """The values at the centres of ``codes``' cells (float32), not renormalized."""
     codes = np.asarray(codes)
     levels = 1 << bits
     if codes.size and int(codes.max()) >= levels:
@@ -107,8 +114,8 @@ def dequantize(codes: np.ndarray, bits: int, grid: Grid = 1.0) -> np.ndarray:
     values = (codes.astype(np.float32) + np.float32(0.5)) * np.float32(2.0 / levels) - np.float32(1)
     if isinstance(grid, LatentGrid):
         _check_dim(grid, values.shape[-1])
-        values = grid.centre + grid.half_range * values
-    return normalize(values)
+        return grid.centre + grid.half_range * values
+    return values if grid == 1.0 else values * np.float32(grid)
 
 
 def _check_dim(grid: LatentGrid, dim: int) -> None:

@@ -58,6 +58,25 @@ def test_a_per_dimension_grid_beats_one_range_at_few_bits_on_real_frames(codec) 
     assert quality(card_grid(codec.name)) > quality(fit_latent_range(codec.encode(frames))) + 1
 
 
+def test_pca_baseline_spends_d_times_b_bits_and_improves_with_both() -> None:
+    from shared.codeceval import pca_codec
+
+    frames = load_clip("low_motion", n_frames=3, size=16)
+    small, large = pca_codec(16, 8), pca_codec(16, 32)
+    assert small.basis.shape == (8, 16 * 16 * 3)
+    np.testing.assert_allclose(large.basis @ large.basis.T, np.eye(32), atol=1e-4)
+
+    def quality(pca, bits) -> float:
+        return float(psnr_batch(frames, pca.roundtrip(frames, bits)).mean())
+
+    assert quality(small, 2) < quality(small, 8) < quality(large, 8)
+    # At 8 bits the grid costs little: close to the unquantized projection.
+    x = frames.reshape(3, -1).astype(np.float32) - large.mean
+    exact = np.clip(np.rint(x @ large.basis.T @ large.basis + large.mean), 0, 255)
+    exact_psnr = float(psnr_batch(frames, exact.astype(np.uint8).reshape(frames.shape)).mean())
+    assert quality(large, 8) > exact_psnr - 0.3
+
+
 def test_thumbnail_at_full_resolution_and_8_bits_is_nearly_lossless() -> None:
     frames = load_clip("static", n_frames=2, size=16)
     assert np.abs(thumbnail(frames, 16, 8).astype(int) - frames).max() <= 1
@@ -94,6 +113,7 @@ def test_evaluate_rows_for_each_bits_and_source(codec) -> None:
         assert side * side * 3 * q <= r.bits_per_frame
     by = {(r.bits_per_value, r.source): r for r in rows}
     assert by[8, "static"].psnr > by[2, "static"].psnr
+    assert by[8, "static"].pca_psnr > by[2, "static"].pca_psnr > 5
 
 
 def test_codec_eval_command_prints_json_rows(capsys) -> None:

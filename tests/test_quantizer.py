@@ -85,6 +85,16 @@ def test_range_one_is_the_paper_quantizer_bit_for_bit():
     assert np.array_equal(quantize(z, 6, 1.0), quantize(z, 6))
 
 
+def test_cell_centres_are_dequantize_before_renormalization():
+    from shared.quantizer import cell_centres
+
+    z = normalize(np.random.default_rng(6).standard_normal((20, 64)))
+    codes = quantize(z, 5, 0.5)
+    centres = cell_centres(codes, 5, 0.5)
+    assert np.abs(centres - z)[np.abs(z) <= 0.5].max() <= 0.5 / 32 + 1e-6
+    np.testing.assert_allclose(normalize(centres), dequantize(codes, 5), atol=1e-6)
+
+
 def test_dequantization_needs_no_range():
     # The range scales every cell centre alike: the direction, all a unit latent is, is the same.
     z = normalize(np.random.default_rng(4).standard_normal((50, 64)))
