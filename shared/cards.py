@@ -26,10 +26,10 @@ def codec_card(name: str, weights_dir: Path | None = None) -> dict:
 
 
 @functools.cache
-def card_grid(name: str) -> LatentGrid:
+def card_grid(name: str, weights_dir: Path | None = None) -> LatentGrid:
     """The per-dimension quantizer grid on codec ``name``'s card (cached: cards do not change
     while a process runs). Raises ValueError naming the codec when its card has none."""
-    entry = codec_card(name).get("latent_grid")
+    entry = codec_card(name, weights_dir).get("latent_grid")
     if entry is None:
         raise ValueError(
             f"codec {name!r} has no fitted latent_grid on its card; fit one with "

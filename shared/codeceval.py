@@ -263,7 +263,7 @@ def link_variants(codecs: Sequence, base, pairs: Sequence[tuple[int, str]]) -> l
     variants = []
     for codec in codecs:
         for bits, kind in pairs:
-            for grid in _grids(codec.name, [kind]):
+            for grid in _grids(codec, [kind]):
                 per_dim = isinstance(grid, LatentGrid)
                 config = base.replace(
                     codec=codec.name,
@@ -363,6 +363,13 @@ def add_codec_eval_command(sub: argparse._SubParsersAction) -> None:
         help="with --link: only these b:range pairs, e.g. 8:paper,4:per_dim (the common target "
         "is the worst pair's all-NEW PSNR, so leave out pairs far below the others)",
     )
+    p.add_argument(
+        "--weights-dir",
+        type=Path,
+        default=None,
+        help="read the codecs' weights and cards from this folder (e.g. `python -m "
+        "shared.training --out-dir`) instead of the shipped ones; not with --link",
+    )
     p.add_argument("--json", action="store_true", help="print JSON rows instead of tables")
     p.add_argument("--out", default=None, help="also write the JSON rows to this file")
     p.set_defaults(func=cmd_codec_eval)
@@ -405,18 +412,20 @@ def expand_sources(spec: str, videos: dict[str, str] | None = None) -> dict[str,
     return out
 
 
-def _grids(name: str, kinds: Sequence[str]) -> list[Grid]:
-    """The distinct grids of ``kinds`` for codec ``name`` (from its card; R = 1 when absent)."""
+def _grids(codec, kinds: Sequence[str]) -> list[Grid]:
+    """The distinct grids of ``kinds`` for ``codec`` (from the card beside its weights; R = 1
+    when the card has no fitted range)."""
     from shared.cards import card_grid, codec_card
 
+    folder = codec.weights_path.parent
     out: list[Grid] = []
     for kind in kinds:
         if kind == "paper":
             grid: Grid = 1.0
         elif kind == "fitted":
-            grid = codec_card(name).get("fitted_latent_range", 1.0)
+            grid = codec_card(codec.name, folder).get("fitted_latent_range", 1.0)
         else:
-            grid = card_grid(name)
+            grid = card_grid(codec.name, folder)
         if grid not in out:
             out.append(grid)
     return out
@@ -429,8 +438,9 @@ def cmd_codec_eval(args: argparse.Namespace) -> int:
     from shared.scenarios import SCENARIOS, ScenarioError, load_clip
     from shared.tables import render_table
 
-    shipped = [n for n in CODECS if (codecs_dir() / f"{n}.pt").is_file()]
-    names = [n.strip() for n in (args.codecs or ",".join(shipped)).split(",") if n.strip()]
+    folder = args.weights_dir or codecs_dir()
+    present = [n for n in CODECS if (folder / f"{n}.pt").is_file()]
+    names = [n.strip() for n in (args.codecs or ",".join(present)).split(",") if n.strip()]
     try:
         bits_list = sorted({int(b) for b in args.bits.split(",") if b.strip()})
     except ValueError:
@@ -445,9 +455,11 @@ def cmd_codec_eval(args: argparse.Namespace) -> int:
             f"got {args.latent_range!r}"
         )
     pairs = _link_pairs(args, bits_list, kinds)
+    if args.link and args.weights_dir is not None:
+        raise SystemExit("--link runs the link, which loads shipped codecs: drop --weights-dir")
     rows: list[EvalRow] = []
     try:
-        codecs = [load_codec(n) for n in names]
+        codecs = [load_codec(n, args.weights_dir) for n in names]
         clips_by_size: dict[int, dict[str, np.ndarray]] = {}
         for size in sorted({c.frame_size for c in codecs}):
             clips_by_size[size] = {
@@ -457,7 +469,7 @@ def cmd_codec_eval(args: argparse.Namespace) -> int:
     except (CodecError, ScenarioError) as exc:
         raise SystemExit(f"hoplink codec-eval: {exc}") from None
     try:
-        jobs = [(codec, grid) for codec in codecs for grid in _grids(codec.name, kinds)]
+        jobs = [(codec, grid) for codec in codecs for grid in _grids(codec, kinds)]
     except ValueError as exc:
         raise SystemExit(f"hoplink codec-eval: {exc}") from None
     anchors = {

@@ -146,6 +146,32 @@ def test_real_stands_for_the_installed_packaged_videos(tmp_path) -> None:
         expand_sources("real", {"absent": str(tmp_path / "absent.mp4")})
 
 
+def test_codec_eval_reads_weights_and_cards_from_another_folder(tmp_path, capsys) -> None:
+    import shutil
+
+    from shared.cards import codecs_dir
+
+    for suffix in (".pt", ".json"):
+        shutil.copy(codecs_dir() / f"ae64{suffix}", tmp_path / f"ae64{suffix}")
+    argv = ["codec-eval", "--bits", "3", "--sources", "static", "--frames", "2", "--no-h264"]
+    argv += ["--range", "per_dim", "--json"]
+    assert main([*argv, "--weights-dir", str(tmp_path)]) == 0  # --codecs: those in the folder
+    (moved,) = json.loads(capsys.readouterr().out)["rows"]
+    assert main(argv + ["--codecs", "ae64"]) == 0
+    (shipped,) = json.loads(capsys.readouterr().out)["rows"]
+    assert moved == shipped
+    bare = tmp_path / "bare"  # a card with no grid
+    bare.mkdir()
+    shutil.copy(tmp_path / "ae64.pt", bare / "ae64.pt")
+    card = json.loads((tmp_path / "ae64.json").read_text())
+    del card["latent_grid"]
+    (bare / "ae64.json").write_text(json.dumps(card))
+    with pytest.raises(SystemExit, match="refit-quantizer"):
+        main([*argv, "--weights-dir", str(bare)])
+    with pytest.raises(SystemExit, match="drop --weights-dir"):
+        main(["codec-eval", "--link", "--weights-dir", str(tmp_path)])
+
+
 def test_codec_eval_rejects_bad_bits_and_unknown_codecs() -> None:
     with pytest.raises(SystemExit, match="--bits"):
         main(["codec-eval", "--bits", "x", "--no-h264"])
