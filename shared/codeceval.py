@@ -441,6 +441,8 @@ def cmd_codec_eval(args: argparse.Namespace) -> int:
     folder = args.weights_dir or codecs_dir()
     present = [n for n in CODECS if (folder / f"{n}.pt").is_file()]
     names = [n.strip() for n in (args.codecs or ",".join(present)).split(",") if n.strip()]
+    if not names:
+        raise SystemExit(f"hoplink codec-eval: no codec weights (<name>.pt) in {folder}")
     try:
         bits_list = sorted({int(b) for b in args.bits.split(",") if b.strip()})
     except ValueError:

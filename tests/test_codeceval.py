@@ -168,6 +168,8 @@ def test_codec_eval_reads_weights_and_cards_from_another_folder(tmp_path, capsys
     (bare / "ae64.json").write_text(json.dumps(card))
     with pytest.raises(SystemExit, match="refit-quantizer"):
         main([*argv, "--weights-dir", str(bare)])
+    with pytest.raises(SystemExit, match="no codec weights"):
+        main(["codec-eval", "--weights-dir", str(tmp_path / "empty")])
     with pytest.raises(SystemExit, match="drop --weights-dir"):
         main(["codec-eval", "--link", "--weights-dir", str(tmp_path)])
 
