@@ -58,8 +58,9 @@ class LatentGrid:
         return int(self.centre.shape[0])
 
     def digest(self) -> str:
-        """sha256 of the float32 intervals: equal digests quantize alike."""
-        return hashlib.sha256(self.centre.tobytes() + self.half_range.tobytes()).hexdigest()
+        """sha256 of the float32 intervals and the spread: equal digests code alike."""
+        blob = self.centre.tobytes() + self.half_range.tobytes() + np.float64(self.spread).tobytes()
+        return hashlib.sha256(blob).hexdigest()
 
     def to_dict(self) -> dict:
         return {

@@ -153,3 +153,5 @@ def test_a_grid_survives_its_card_form_and_its_digest_tells_grids_apart():
     assert np.array_equal(again.centre, grid.centre)
     moved = LatentGrid(grid.centre + np.float32(1e-3), grid.half_range, spread=0.3)
     assert moved.digest() != grid.digest()
+    wider = LatentGrid(grid.centre, grid.half_range, spread=0.31)  # the entropy coder's prior
+    assert wider.digest() != grid.digest()
