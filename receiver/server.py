@@ -578,10 +578,11 @@ class RxService:
                 self.decoder, self._decoded = DecodeCache(self.codec), 0
             shown = self.decoder(latent)
             self._decoded += 1
-            self._frame_log.write(
-                session=session.number, seq=record.seq, outcome=record.outcome.value,
-                decoded=time.monotonic(),
-            )  # fmt: skip
+            if self._frame_log:
+                self._frame_log.write(
+                    session=session.number, seq=record.seq, outcome=record.outcome.value,
+                    decoded=time.monotonic(),
+                )  # fmt: skip
             truth = self.reference.get(record.seq) if self.reference is not None else None
             if truth is not None:
                 record.psnr = psnr(truth, shown)

@@ -36,8 +36,7 @@ from shared.training import (
     evaluate_psnr,
     hardware_description,
     holdout_frames,
-    source_images,
-    split_holdout,
+    training_parts,
     training_session,
     warm_start,
 )
@@ -156,12 +155,7 @@ def train_capacity(
     with training_session(device, out_dir, threads, seed) as (dev, out_dir):
         encoder, decoder = Encoder(spec).to(dev), Decoder(spec).to(dev)
         warm_start(encoder, decoder, init)
-        sampler = ClipSampler(
-            [split_holdout(img)[0] for img in source_images().values()],
-            spec.frame_size,
-            clip_frames,
-            seed,
-        )
+        sampler = ClipSampler(training_parts(), spec.frame_size, clip_frames, seed)
         hit_bits = math.ceil(math.log2(capacity)) + cue_bits
         new_bits = spec.latent_dim * bits_per_value
         terms = dict(beta=beta, alpha=alpha, hit_bits=hit_bits, new_bits=new_bits)

@@ -109,11 +109,10 @@ class PcaCodec:
 def pca_codec(size: int, dim: int, seed: int = 0) -> PcaCodec:
     """:class:`PcaCodec` of ``dim`` components for ``size``² frames, fitted on augmented
     training crops (never the held-out strips, never a clip), as the learned codecs are."""
-    from shared.training import CropSampler, source_images, split_holdout
+    from shared.training import CropSampler, training_parts
 
     n = max(2048, 8 * dim)
-    parts = [split_holdout(img)[0] for img in source_images().values()]
-    x = CropSampler(parts, size, seed).batch(n).reshape(n, -1).astype(np.float32)
+    x = CropSampler(training_parts(), size, seed).batch(n).reshape(n, -1).astype(np.float32)
     mean = x.mean(axis=0)
     x -= mean
     basis = np.linalg.svd(x, full_matrices=False)[2][:dim]
@@ -263,17 +262,17 @@ def link_variants(codecs: Sequence, base, pairs: Sequence[tuple[int, str]]) -> l
     variants = []
     for codec in codecs:
         for bits, kind in pairs:
-            for grid in _grids(codec, [kind]):
-                per_dim = isinstance(grid, LatentGrid)
-                config = base.replace(
-                    codec=codec.name,
-                    latent_dim=codec.latent_dim,
-                    bits_per_value=bits,
-                    latent_range=1.0 if per_dim else grid,
-                    latent_grid="per_dim" if per_dim else "uniform",
-                )
-                shape = "per-dim" if per_dim else f"R={grid:g}"
-                variants.append(LinkVariant(f"{codec.name} b={bits} {shape}", codec, config))
+            (grid,) = _grids(codec, [kind])
+            per_dim = isinstance(grid, LatentGrid)
+            config = base.replace(
+                codec=codec.name,
+                latent_dim=codec.latent_dim,
+                bits_per_value=bits,
+                latent_range=1.0 if per_dim else grid,
+                latent_grid="per_dim" if per_dim else "uniform",
+            )
+            shape = "per-dim" if per_dim else f"R={grid:g}"
+            variants.append(LinkVariant(f"{codec.name} b={bits} {shape}", codec, config))
     return variants
 
 

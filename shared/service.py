@@ -65,6 +65,10 @@ class FrameLog:
     def __init__(self, path: str | None) -> None:
         self._file = open(path, "a", buffering=1) if path else None  # noqa: SIM115
 
+    def __bool__(self) -> bool:
+        """Whether a file is open: callers skip building a line (and reading clocks) if not."""
+        return self._file is not None
+
     def write(self, **fields: Any) -> None:
         if self._file is not None:
             self._file.write(json.dumps(fields) + "\n")

@@ -49,6 +49,7 @@ __all__ = [
     "source_images",
     "hardware_description",
     "split_holdout",
+    "training_parts",
     "train_codec",
     "training_session",
     "warm_start",
@@ -102,6 +103,11 @@ def _to_rgb(img: np.ndarray) -> np.ndarray:
     if img.ndim == 2:
         img = np.repeat(img[:, :, None], 3, axis=2)
     return np.ascontiguousarray(img[:, :, :3])
+
+
+def training_parts() -> list[np.ndarray]:
+    """Every photo without its held-out strip: all that training (and fitting) may look at."""
+    return [split_holdout(img)[0] for img in source_images().values()]
 
 
 def split_holdout(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -351,8 +357,7 @@ def _train(
 ) -> dict:
     t_start = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)
-    train_parts = [split_holdout(img)[0] for img in source_images().values()]
-    sampler = CropSampler(train_parts, spec.frame_size, seed, min_zoom=min_zoom)
+    sampler = CropSampler(training_parts(), spec.frame_size, seed, min_zoom=min_zoom)
     bank_size = max(bank_size, batch_size)
     bank = _Bank.build(sampler, bank_size, dev)
 
@@ -499,8 +504,7 @@ def refit_quantizer(name: str, seed: int = 0, n: int = 1024, out_dir: Path | Non
 
     folder = Path(out_dir) if out_dir is not None else codecs_dir()
     codec = load_codec(name, folder)
-    train_parts = [split_holdout(img)[0] for img in source_images().values()]
-    crops = CropSampler(train_parts, codec.frame_size, seed).batch(n)
+    crops = CropSampler(training_parts(), codec.frame_size, seed).batch(n)
     card = {**codec_card(name, folder), **quantizer_fit(codec.encode(crops))}
     (folder / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
     return card

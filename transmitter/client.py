@@ -366,11 +366,12 @@ class TxService:
                 self._seq += 1
                 decision = self.core.on_frame(seq, seq / (fps or NOMINAL_FPS), latent)
                 await self._send(ws, decision.message)
-                captured, encoded = times
-                self._frame_log.write(
-                    seq=seq, kind=decision.message.TYPE, captured=captured, encoded=encoded,
-                    sent=time.monotonic(),
-                )  # fmt: skip
+                if self._frame_log:
+                    captured, encoded = times
+                    self._frame_log.write(
+                        seq=seq, kind=decision.message.TYPE, captured=captured, encoded=encoded,
+                        sent=time.monotonic(),
+                    )  # fmt: skip
                 if every and (seq + 1) % every == 0:
                     await self._send(ws, self.core.digest())
             await self._send(ws, self.core.digest())
