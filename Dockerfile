@@ -19,6 +19,8 @@ COPY shared ./shared
 COPY transmitter ./transmitter
 COPY receiver ./receiver
 COPY channel ./channel
+COPY experiments ./experiments
+COPY benchmarks ./benchmarks
 RUN pip install .
 
 # Inside a container the services bind every interface; ports: tx 8001, channel 8002, rx 8003.

@@ -26,7 +26,7 @@ from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
 
 from benchmarks.timing import cpu_seconds, percentiles, rss_mb
-from shared.protocol import Hello, New, ProtocolError, decode, encode
+from shared.protocol.messages import Hello, New, ProtocolError, decode, encode
 
 WS_OPTIONS = {"compression": None, "max_size": 1 << 20}
 

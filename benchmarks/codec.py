@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from benchmarks.timing import best_time
-from shared.codec import CODECS, codecs_dir, load_codec
+from shared.codec.models import CODECS, codecs_dir, load_codec
 
 
 def shipped_codecs() -> list[str]:

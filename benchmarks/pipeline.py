@@ -23,9 +23,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.channel_hop import ChildProcess, scale_run
+from benchmarks.codec import run as codec_run
 from benchmarks.timing import percentiles, rss_mb
-from shared.codec import CODECS
-from shared.demo import Processes, get_json, wait_for
+from experiments.demo import Processes, get_json, wait_for
+from experiments.simulator import simulate
+from shared.codec.cache import DecodeCache
+from shared.codec.models import CODECS, load_codec
+from shared.config import build_config
+from shared.scenarios import load_clip
 
 SCENARIO = "low_motion"
 PACED_FPS = 30.0
@@ -107,10 +113,6 @@ def frame_latency(tx_log: list[dict], rx_log: list[dict]) -> dict:
 
 def simulator_run(frames: int, codec_name: str) -> dict:
     """The same frames through the in-process simulator, encode and decode included."""
-    from shared.codec import load_codec
-    from shared.config import build_config
-    from shared.scenarios import load_clip
-    from shared.simulator import DecodeCache, simulate
 
     codec = load_codec(codec_name)
     clip = load_clip(SCENARIO, n_frames=frames, size=codec.frame_size)
@@ -130,7 +132,6 @@ def simulator_run(frames: int, codec_name: str) -> dict:
 def loopback_hop_ms(seconds: float = 3.0) -> float:
     """One-way p50 of one websocket hop from one process to another on loopback, paced like the
     frames (the scale section's simulated Tx straight into its sink process)."""
-    from benchmarks.channel_hop import ChildProcess, scale_run
 
     async def measure() -> float:
         with ChildProcess("sink") as sink:
@@ -142,7 +143,6 @@ def loopback_hop_ms(seconds: float = 3.0) -> float:
 def run(frames: int = 300, codec: str = "ae64", paced_frames: int | None = None) -> list[dict]:
     """Throughput rows for both network paths and the simulator, with latency at 30 fps
     (``paced_frames`` frames, default ``frames``) for the network paths."""
-    from benchmarks.codec import run as codec_run
 
     paced = paced_frames or frames
     rows = [network_run(frames, True, codec), network_run(frames, False, codec)]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from benchmarks.timing import best_time, copy_bandwidth
-from shared.memory import hopfield_retrieve, vq_retrieve
-from shared.quantizer import normalize
+from shared.coding.quantizer import normalize
+from shared.memory.adaptive import load_adaptive
+from shared.memory.store import hopfield_retrieve, vq_retrieve
 
 SIZES = (1_000, 10_000, 100_000, 1_000_000)
 QUICK_SIZES = (1_000, 10_000)
@@ -27,8 +28,6 @@ def run(sizes=SIZES, dim: int = 64, batches=(1, 32), seed: int = 0) -> list[dict
                 "hopfield": lambda q=queries, p=patterns: hopfield_retrieve(q, p, 20.0),
             }
             if m <= ADAPTIVE_MAX:
-                from shared.adaptive import load_adaptive
-
                 sim = load_adaptive(dim).scores
                 methods["adaptive"] = lambda q=queries, p=patterns, s=sim: hopfield_retrieve(
                     q, p, 20.0, similarity=s

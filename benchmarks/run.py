@@ -9,13 +9,13 @@ import platform
 import time
 from pathlib import Path
 
-from shared.tables import render_table
+from experiments.tables import render_table
 
 SECTIONS = ("codec", "retrieval", "hop", "scale", "pipeline")
 
 
 def run_bench(quick: bool, sections: tuple[str, ...] = SECTIONS) -> dict:
-    from benchmarks import channel_hop, codec, pipeline, retrieval
+    from benchmarks import channel_hop, codec, pipeline, retrieval  # deferred: imports av, torch
 
     results: dict = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
@@ -36,7 +36,7 @@ def run_bench(quick: bool, sections: tuple[str, ...] = SECTIONS) -> dict:
         links = (1, 10) if quick else (1, 10, 100, 500)
         results["scale"] = asyncio.run(channel_hop.scale(links, seconds=1.0 if quick else 3.0))
     if "pipeline" in sections:
-        from shared.codec import CODECS
+        from shared.codec.models import CODECS  # deferred: imports torch
 
         frames = 60 if quick else 300
         results["pipeline"] = pipeline.run(frames=frames)

@@ -2,7 +2,8 @@
 
 import sys
 
-from shared.cli import main
+from channel.server import run
+from shared.service import ChannelSettings, service_main
 
 if __name__ == "__main__":
-    sys.exit(main(["channel", *sys.argv[1:]]))
+    sys.exit(service_main("channel", ChannelSettings, run))

@@ -32,7 +32,7 @@ from channel.impairments.base import (
     name_hash,
 )
 from shared.config import LinkConfig
-from shared.protocol import Corrupt, encode
+from shared.protocol.messages import Corrupt, encode
 
 DIRECTIONS = ("tx_to_rx", "rx_to_tx")
 MAX_CORRUPT_SIGMA = 10.0  # the largest σ the receiver accepts in a corruption event
@@ -215,8 +215,8 @@ class ChannelCore:
     # -- one-shot events -------------------------------------------------------------------------
 
     def corruption_event(self, rho: float = 0.0, sigma: float = 0.0) -> bytes:
-        """An encoded :class:`~shared.protocol.Corrupt` for the shell to send to the Rx: permute a
-        fraction ``rho`` of its ID map and/or add noise ``sigma`` to its prototypes."""
+        """An encoded :class:`~shared.protocol.messages.Corrupt` for the shell to send to the Rx:
+        permute a fraction ``rho`` of its ID map and/or add noise ``sigma`` to its prototypes."""
         for label, value, high in (("rho", rho, 1.0), ("sigma", sigma, MAX_CORRUPT_SIGMA)):
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ImpairmentError(f"corruption event: {label} must be a number, got {value!r}")

@@ -22,7 +22,7 @@ REST control API (Toxiproxy-like): ``GET /impairments``, ``PUT /impairments/{dir
 ``DELETE /impairments``, ``POST /events/corrupt`` (one-shot corruption of the Rx memory),
 ``GET /impairments/schemas`` (every impairment's attributes as JSON schema); a corruption event
 goes to every open link. The channel also serves the live dashboard at ``/dashboard/``
-(:mod:`shared.dashboard`; ``--rx-api``/``--tx-api`` tell the page where the other processes are).
+(:mod:`channel.dashboard`; ``--rx-api``/``--tx-api`` tell the page where the other processes are).
 
 This module must not import torch (checked by a test): the channel needs no codec.
 """
@@ -43,9 +43,10 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from channel.core import DIRECTIONS, MAX_CORRUPT_SIGMA, ChannelCore, Delivery, ImpairmentError
+from channel.dashboard import dashboard_router, http_base, page_config
 from channel.impairments import impairment_schemas
 from shared.config import ConfigError, LinkConfig
-from shared.security import check_control_binding, require_control_token
+from shared.protocol.security import check_control_binding, require_control_token
 from shared.service import (
     ChannelSettings,
     CloseCode,
@@ -658,8 +659,6 @@ async def post_corrupt(request: Request, event: CorruptEvent) -> CorruptResult:
 
 
 def build_app(config: LinkConfig, settings: ChannelSettings):
-    from shared.dashboard import dashboard_router, http_base, page_config
-
     service = ChannelService(config, settings)
     page = page_config(
         rx_api=settings.rx_api or http_base(settings.rx_url),

@@ -2,7 +2,8 @@
 
 import sys
 
-from shared.cli import main
+from receiver.server import run
+from shared.service import RxSettings, service_main
 
 if __name__ == "__main__":
-    sys.exit(main(["rx", *sys.argv[1:]]))
+    sys.exit(service_main("rx", RxSettings, run))

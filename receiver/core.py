@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from shared.accounting import Outcome
+from shared.coding.entropy import SCALE_LEVELS, EntropyError, FrameSymbols, SymbolCoder
+from shared.coding.quantizer import QuantizerError, dequantize, normalize, unpack_codes
+from shared.coding.rdo import reconstruct_delta
 from shared.config import LinkConfig
-from shared.cues import CueHasher, hamming, lookup
-from shared.entropy import SCALE_LEVELS, EntropyError, FrameSymbols, SymbolCoder
-from shared.memory import Memory
-from shared.protocol import (
+from shared.memory.cues import CueHasher, hamming, lookup
+from shared.memory.store import Memory
+from shared.protocol.messages import (
     Bye,
     Coded,
     Corrupt,
@@ -34,8 +36,6 @@ from shared.protocol import (
     Refresh,
     RefreshRequest,
 )
-from shared.quantizer import QuantizerError, dequantize, normalize, unpack_codes
-from shared.rdo import reconstruct_delta
 
 MAX_REFRESHES_PER_DIGEST = 32
 
@@ -307,7 +307,7 @@ class ReceiverCore:
             # (or refused over the Tx's budget); the DIGEST period is the retry timer.
             self._request_refresh(ref, -1, "digest mismatch", step, retry=True)
 
-    # -- link tools: DELTA and CODED frames (shared/rdo.py, shared/entropy.py) --------------------
+    # -- link tools: DELTA and CODED frames (shared/coding/rdo.py, shared/coding/entropy.py) ------
 
     def _on_delta(self, delta: Delta, now: float, step: RxStep) -> None:
         if not self._admit(delta.seq, step):

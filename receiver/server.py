@@ -45,9 +45,10 @@ from shared.accounting import (
     ssim,
     summarize,
 )
-from shared.codec import Codec, codec_for
+from shared.codec.cache import DecodeCache
+from shared.codec.models import Codec, codec_for
 from shared.config import LinkConfig
-from shared.protocol import (
+from shared.protocol.messages import (
     FRAME_MESSAGES,
     Bye,
     Digest,
@@ -62,8 +63,8 @@ from shared.protocol import (
     decode,
     encode,
 )
+from shared.protocol.security import AuthError, NonceMemory, sign_hello, verify_hello
 from shared.scenarios import iter_frames
-from shared.security import AuthError, NonceMemory, sign_hello, verify_hello
 from shared.service import (
     CloseCode,
     FrameLog,
@@ -79,7 +80,6 @@ from shared.service import (
     serve,
     ws_frame_bytes,
 )
-from shared.simulator import DecodeCache
 
 log = logging.getLogger("hoplink.rx")
 
@@ -105,7 +105,7 @@ class Traffic:
     refresh_bits: int = 0  # their semantic bits (eq. 3), part of bits/frame
     semantic_bits_in: int = 0  # eq. 3 bits of the frames admitted (HIT/NEW) plus refresh_bits
     feedback_bits: int = 0  # semantic bits of REFRESH_REQUEST sent to the Tx
-    decode_errors: int = 0  # messages shared.protocol.decode rejected
+    decode_errors: int = 0  # messages shared.protocol.messages.decode rejected
     errors_sent: int = 0
     replies_dropped: int = 0  # replies produced while no link could carry them
     corrupt_events: int = 0  # CORRUPT events received from the channel

@@ -13,7 +13,7 @@ import numpy as np
 from skimage.metrics import structural_similarity
 
 from shared.config import LinkConfig
-from shared.protocol import Coded, Delta, Hit, Message, New, Refresh, RefreshRequest
+from shared.protocol.messages import Coded, Delta, Hit, Message, New, Refresh, RefreshRequest
 
 PSNR_CAP_DB = 99.0  # identical frames: report a finite ceiling so means stay meaningful
 
@@ -47,7 +47,7 @@ def semantic_bits(message: Message, config: LinkConfig) -> int:
     return 0  # control messages (HELLO, DIGEST, BYE) are link overhead, counted on the wire
 
 
-DELTA_SCALE_BITS = 7  # log2 of shared.entropy.SCALE_LEVELS (128 residual scale codes)
+DELTA_SCALE_BITS = 7  # log2 of shared.coding.entropy.SCALE_LEVELS (128 residual scale codes)
 
 
 def delta_bits(config: LinkConfig, bits: int) -> int:

@@ -16,7 +16,8 @@ from typing import Any, Literal, get_args, get_origin
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.quantizer import Grid
+from shared.codec.zoo import card_grid
+from shared.coding.quantizer import Grid
 
 MemoryKind = Literal["hopfield", "vq", "adaptive"]
 TransmissionMode = Literal["index", "soft"]
@@ -77,7 +78,7 @@ class LinkConfig(BaseSettings):
         "fifo", description="at capacity: fifo/lru overwrite a slot, freeze stops adding"
     )
     seed: int = Field(0, ge=0, description="seed of the cue hyperplanes and of impairments")
-    # Beyond the paper (shared/rdo.py, shared/entropy.py): all off by default = paper-faithful.
+    # Beyond the paper (shared/coding/rdo.py, entropy.py): all off by default = paper-faithful.
     decision: DecisionRule = Field(
         "paper",
         description="frame decision: paper (hit iff similarity ≥ τ) or rdo (min D + λ·R)",
@@ -141,8 +142,6 @@ class LinkConfig(BaseSettings):
         """What quantize/dequantize take: the range R, or the codec's per-dimension grid."""
         if self.latent_grid == "uniform":
             return self.latent_range
-        from shared.cards import card_grid
-
         return card_grid(self.codec)
 
     @property

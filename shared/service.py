@@ -27,8 +27,9 @@ import json
 import logging
 import math
 import re
+import sys
 import types
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from enum import IntEnum, StrEnum
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, Union, get_args, get_origin
 
@@ -36,16 +37,18 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from websockets.asyncio.client import ClientConnection, connect
 
-from shared.config import ConfigError
-from shared.protocol import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, Hello
+from shared.config import ConfigError, LinkConfig, add_config_arguments, config_from_args
+from shared.protocol.messages import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, Hello
+from shared.protocol.security import MAX_REQUEST_BYTES, BodySizeLimit
 
 if TYPE_CHECKING:
     from fastapi import APIRouter, FastAPI
 
 log = logging.getLogger("hoplink.service")
 
-# A websocket message may be larger than the protocol allows, so that an oversize message reaches
-# shared.protocol.decode and gets a counted, clear error instead of killing the link (1009).
+# A websocket message may be larger than the protocol allows, so that an oversize message
+# reaches shared.protocol.messages.decode and gets a counted, clear error instead of killing the
+# link (1009).
 WS_MAX_SIZE = 4 * MAX_MESSAGE_BYTES
 
 
@@ -97,7 +100,7 @@ class ServiceSettings(BaseSettings):
     secret: SecretStr | None = Field(
         None,
         description="shared secret of the link (rx and tx): HELLOs carry an HMAC "
-        "(shared/security.py); prefer the HOPLINK_SECRET env var to the flag",
+        "(shared/protocol/security.py); prefer the HOPLINK_SECRET env var to the flag",
     )
 
 
@@ -234,6 +237,27 @@ def settings_from_args(cls: type[S], args: argparse.Namespace) -> S:
             for err in exc.errors()
         ]
         raise ConfigError(f"invalid {cls.__name__}: " + "; ".join(parts)) from None
+
+
+def service_main(
+    command: str,
+    cls: type[S],
+    run: Callable[[LinkConfig, S], int],
+    argv: Sequence[str] | None = None,
+) -> int:
+    """``python -m receiver`` (and the Tx's and channel's): parse the process's own flags, then
+    ``run(config, settings)``; a bad flag or variable exits 2 with a message naming it."""
+    parser = argparse.ArgumentParser(prog=f"hoplink {command}")
+    add_settings_arguments(parser, cls)
+    add_config_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(config_from_args(args), settings_from_args(cls, args))
+    except ConfigError as exc:
+        print(f"hoplink {command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
 
 
 def _plain_type(annotation: Any) -> Any:
@@ -474,8 +498,6 @@ def create_app(
     from fastapi.sse import EventSourceResponse, ServerSentEvent
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-    from shared.security import MAX_REQUEST_BYTES, BodySizeLimit
-
     @contextlib.asynccontextmanager
     async def lifespan(app: "FastAPI") -> AsyncIterator[None]:
         registry = CollectorRegistry(auto_describe=False)
@@ -502,7 +524,7 @@ def create_app(
     # The dashboard (served by the channel) reads every process's stats from the browser:
     # read-only endpoints answer GET from any origin; nothing that changes state is cross-origin.
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET"])
-    app.add_middleware(BodySizeLimit, max_bytes=MAX_REQUEST_BYTES)  # shared/security.py
+    app.add_middleware(BodySizeLimit, max_bytes=MAX_REQUEST_BYTES)  # shared/protocol/security.py
     common = APIRouter(tags=["service"])
 
     @common.get("/healthz", response_model=Health)

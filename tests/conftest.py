@@ -15,7 +15,7 @@ def latents() -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def codec():
-    from shared.codec import load_codec
+    from shared.codec.models import load_codec
 
     return load_codec()
 

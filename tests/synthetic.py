@@ -8,9 +8,9 @@ import math
 import numpy as np
 
 from channel.core import DIRECTIONS, Delivery
+from shared.coding.quantizer import normalize, pack_codes, quantize
 from shared.config import build_config
-from shared.protocol import Error, Hit, New, decode, encode
-from shared.quantizer import normalize, pack_codes, quantize
+from shared.protocol.messages import Error, Hit, New, decode, encode
 
 # The channel tests' link: d = 64, M = 200 (8-bit references), K = 32 cue bits.
 CONFIG = build_config({"latent_dim": 64, "capacity": 200, "cue_bits": 32}, read_env=False)

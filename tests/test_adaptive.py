@@ -3,17 +3,12 @@
 import numpy as np
 import pytest
 
-from shared.adaptive import (
-    AdaptiveSimilarity,
-    corrupt,
-    load_adaptive,
-    retrieval_accuracy,
-    train_adaptive,
-)
+from experiments.simulator import simulate
+from experiments.train_adaptive import corrupt, retrieval_accuracy, train_adaptive
+from shared.coding.quantizer import normalize, quantize
 from shared.config import build_config
-from shared.memory import Memory, hopfield_retrieve
-from shared.quantizer import normalize, quantize
-from shared.simulator import simulate
+from shared.memory.adaptive import AdaptiveSimilarity, load_adaptive
+from shared.memory.store import Memory, hopfield_retrieve
 from tests.synthetic import drifting_latents
 
 
@@ -63,7 +58,7 @@ def test_adaptive_memory_decides_like_the_reference_and_both_ends_agree():
 
 
 def test_shipped_similarity_tolerates_masking_and_bias_better_than_cosine(codec):
-    from shared.training import holdout_frames
+    from experiments.training import holdout_frames
 
     memory = codec.encode(holdout_frames(128, 64, seed=99))
     cosine = AdaptiveSimilarity.cosine(64).scores

@@ -1,11 +1,11 @@
-"""BD-rate (shared/bdrate.py): known answers on synthetic curves."""
+"""BD-rate (experiments/bdrate.py): known answers on synthetic curves."""
 
 import math
 
 import numpy as np
 import pytest
 
-from shared.bdrate import bd_rate, pareto_front
+from experiments.bdrate import bd_rate, pareto_front
 
 RATES = np.array([40.0, 80.0, 160.0, 320.0, 640.0])
 PSNR = np.array([30.0, 32.5, 34.6, 36.3, 37.5])

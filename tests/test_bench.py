@@ -19,7 +19,7 @@ def test_quick_bench_reports_every_figure_beside_its_floor(tmp_path):
         [
             sys.executable,
             "-m",
-            "shared.cli",
+            "experiments.cli",
             "bench",
             "--quick",
             "--only",

@@ -1,4 +1,4 @@
-"""Algorithm 1 (shared.capacity) and warm-started training (shared.training.warm_start)."""
+"""Algorithm 1 (experiments.capacity) and warm-started training (training.warm_start)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from shared.capacity import ClipSampler, capacity_terms, train_capacity
-from shared.codec import CODECS, CodecError, CodecSpec, Decoder, Encoder, load_codec
-from shared.training import holdout_frames, warm_start
+from experiments.capacity import ClipSampler, capacity_terms, train_capacity
+from experiments.training import holdout_frames, warm_start
+from shared.codec.models import CODECS, CodecError, CodecSpec, Decoder, Encoder, load_codec
 
 
 def _frames(n: int) -> torch.Tensor:

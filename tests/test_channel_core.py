@@ -14,8 +14,9 @@ from channel.core import DIRECTIONS, IMPAIRMENTS, ChannelCore, Delivery, Impairm
 from channel.impairments import PIPELINE_ORDER, impairment_schemas
 from channel.impairments.loss import Attributes as LossAttributes
 from channel.impairments.loss import Loss
+from shared.coding.quantizer import dequantize, unpack_codes
 from shared.config import build_config
-from shared.protocol import (
+from shared.protocol.messages import (
     Bye,
     Corrupt,
     Digest,
@@ -29,7 +30,6 @@ from shared.protocol import (
     decode,
     encode,
 )
-from shared.quantizer import dequantize, unpack_codes
 from tests.synthetic import CONFIG, RX, TX, differing_bits, hits, news, send, within
 
 SOFT = build_config(

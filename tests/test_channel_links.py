@@ -16,8 +16,8 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
 
-from shared.demo import Processes, get_json, wait_for
-from shared.protocol import Hello, New, RefreshRequest, decode, encode
+from experiments.demo import Processes, get_json, wait_for
+from shared.protocol.messages import Hello, New, RefreshRequest, decode, encode
 
 FRAMES = 200
 

@@ -10,7 +10,7 @@ import pytest
 
 def hoplink(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "shared.cli", *args],
+        [sys.executable, "-m", "experiments.cli", *args],
         capture_output=True,
         text=True,
         timeout=300,

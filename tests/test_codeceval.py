@@ -7,9 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from shared.accounting import psnr_batch
-from shared.cli import main
-from shared.codeceval import (
+from experiments.cli import main
+from experiments.codeceval import (
     codec_roundtrip,
     evaluate,
     expand_sources,
@@ -20,7 +19,8 @@ from shared.codeceval import (
     thumbnail,
     thumbnail_choice,
 )
-from shared.quantizer import normalize
+from shared.accounting import psnr_batch
+from shared.coding.quantizer import normalize
 from shared.scenarios import load_clip
 
 
@@ -48,7 +48,7 @@ def test_fitted_grid_covers_each_dimension_and_follows_its_offset() -> None:
 
 
 def test_a_per_dimension_grid_beats_one_range_at_few_bits_on_real_frames(codec) -> None:
-    from shared.cards import card_grid
+    from shared.codec.zoo import card_grid
 
     frames = load_clip("low_motion", n_frames=4, size=64)
 
@@ -59,7 +59,7 @@ def test_a_per_dimension_grid_beats_one_range_at_few_bits_on_real_frames(codec) 
 
 
 def test_pca_baseline_spends_d_times_b_bits_and_improves_with_both() -> None:
-    from shared.codeceval import pca_codec
+    from experiments.codeceval import pca_codec
 
     frames = load_clip("low_motion", n_frames=3, size=16)
     small, large = pca_codec(16, 8), pca_codec(16, 32)
@@ -94,7 +94,7 @@ def test_thumbnail_choice_stays_within_the_bit_budget() -> None:
 
 
 def test_roundtrip_is_what_the_link_shows_on_a_new(codec) -> None:
-    from shared.quantizer import dequantize, quantize
+    from shared.coding.quantizer import dequantize, quantize
 
     frames = load_clip("static", n_frames=2, size=64)
     expected = codec.decode(dequantize(quantize(codec.encode(frames), 4, 0.5), 4))
@@ -149,7 +149,7 @@ def test_real_stands_for_the_installed_packaged_videos(tmp_path) -> None:
 def test_codec_eval_reads_weights_and_cards_from_another_folder(tmp_path, capsys) -> None:
     import shutil
 
-    from shared.cards import codecs_dir
+    from shared.codec.zoo import codecs_dir
 
     for suffix in (".pt", ".json"):
         shutil.copy(codecs_dir() / f"ae64{suffix}", tmp_path / f"ae64{suffix}")
@@ -186,8 +186,8 @@ def test_codec_eval_rejects_bad_bits_and_unknown_codecs() -> None:
 
 
 def test_link_comparison_calibrates_each_variant_to_one_target_per_group(codec) -> None:
+    from experiments.table import TABLE_GROUPS
     from shared.config import build_config
-    from shared.experiments import TABLE_GROUPS
 
     base = build_config({"memory": "hopfield"}, read_env=False)
     pairs = [(4, "paper"), (4, "per_dim"), (8, "paper"), (8, "per_dim")]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.demo import Processes, free_port, wait_for
+from experiments.demo import Processes, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
@@ -115,7 +115,7 @@ def test_compose_services_stream_end_to_end(tmp_path: Path) -> None:
             env.update(HOPLINK_HOST="127.0.0.1", HOPLINK_PORT=str(local_ports[name]))
             command = [str(part) for part in service["command"]]
             assert command[0] == "hoplink"
-            argv = [sys.executable, "-m", "shared.cli", *command[1:]]
+            argv = [sys.executable, "-m", "experiments.cli", *command[1:]]
             children[name] = procs.start(name, argv, port=local_ports[name], env=env)
         frames = int(services["tx"]["environment"]["HOPLINK_FRAMES"])
         tx = wait_for(lambda: (s := children["tx"].stats())["link"]["finished"] and s, 60, "tx")

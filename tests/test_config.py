@@ -31,7 +31,7 @@ def test_digest_is_stable_and_sensitive():
 
 
 def test_a_per_dimension_grid_comes_from_the_codec_card_and_enters_the_digest():
-    from shared.cards import card_grid
+    from shared.codec.zoo import card_grid
 
     uniform = build_config(read_env=False)
     per_dim = uniform.replace(latent_grid="per_dim")

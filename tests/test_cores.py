@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
+from experiments.simulator import Corruption, simulate
 from receiver.core import ReceiverCore
 from shared.accounting import Outcome, semantic_bits, summarize
 from shared.config import build_config
-from shared.protocol import Bye, Digest, Error, Hit, New, Refresh, RefreshRequest
-from shared.simulator import Corruption, simulate
+from shared.protocol.messages import Bye, Digest, Error, Hit, New, Refresh, RefreshRequest
 from tests.synthetic import deliver, drifting_latents
 from transmitter.core import TransmitterCore
 

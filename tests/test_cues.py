@@ -2,8 +2,8 @@ import math
 
 import numpy as np
 
-from shared.cues import CueHasher, false_accept_probability, hamming, lookup
-from shared.quantizer import normalize
+from shared.coding.quantizer import normalize
+from shared.memory.cues import CueHasher, false_accept_probability, hamming, lookup
 
 
 def test_cue_is_deterministic_per_seed():

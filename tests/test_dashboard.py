@@ -29,7 +29,7 @@ import httpx
 import numpy as np
 import pytest
 
-from shared.demo import Child, Processes, free_port, get_json, wait_for
+from experiments.demo import Child, Processes, free_port, get_json, wait_for
 
 SCENARIO = "low_motion"
 FRAMES = 120
@@ -47,7 +47,7 @@ def test_demo_prints_the_dashboard_and_loops_until_stopped() -> None:
     """``hoplink demo --loop`` prints a live dashboard URL, streams until SIGTERM (taken as
     Ctrl-C), then prints its summary and leaves no process behind."""
     env = {**os.environ, **LINK_ENV, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "shared.cli", "demo", "--loop", "--frames", "30"]
+    command = [sys.executable, "-m", "experiments.cli", "demo", "--loop", "--frames", "30"]
     demo = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
     )
@@ -216,7 +216,7 @@ def test_timeline_puts_refresh_bits_on_the_frame_they_repaired() -> None:
     from receiver.server import RxSession
     from shared.accounting import Outcome, semantic_bits
     from shared.config import build_config
-    from shared.protocol import Refresh, RefreshRequest
+    from shared.protocol.messages import Refresh, RefreshRequest
     from tests.synthetic import drifting_latents
     from transmitter.core import TransmitterCore
 

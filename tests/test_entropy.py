@@ -5,8 +5,7 @@ import pytest
 
 from receiver.core import ReceiverCore
 from shared.accounting import Outcome, semantic_bits
-from shared.config import build_config
-from shared.entropy import (
+from shared.coding.entropy import (
     AdaptiveModel,
     EntropyError,
     FrameSymbols,
@@ -14,7 +13,8 @@ from shared.entropy import (
     bytes_to_words,
     words_to_bytes,
 )
-from shared.protocol import Coded, Error, decode, encode
+from shared.config import build_config
+from shared.protocol.messages import Coded, Error, decode, encode
 from tests.synthetic import deliver, drifting_latents
 from transmitter.core import TransmitterCore
 

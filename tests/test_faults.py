@@ -3,7 +3,7 @@
 Most cells run through the in-process link (Tx, channel and Rx cores on a virtual clock: seeded,
 deterministic, and able to see silent wrong decodes and the moment the memories re-converge); a
 few run over the real processes, one rx and one channel for all of them. The short matrix runs
-by default; ``HOPLINK_FULL_FAULTS=1`` runs the full one. See :mod:`shared.faults` for what each
+by default; ``HOPLINK_FULL_FAULTS=1`` runs the full one. See :mod:`experiments.faults` for what each
 column promises and why the bounds are what they are.
 """
 
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from shared import faults
-from shared.demo import Processes, wait_for
+from experiments import faults
+from experiments.demo import Processes, wait_for
 
 pytestmark = pytest.mark.faults
 
@@ -82,7 +82,7 @@ def test_fault_cell_over_processes(cell: faults.FaultCell, bench: faults.Network
 def test_rx_killed_mid_stream_and_restarted(tmp_path: Path) -> None:
     """SIGKILL the Rx mid-stream (no BYE, no flush) and start it again on the same port: the Tx
     reconnects through the channel, the new Rx re-learns the memory from DIGESTs and refreshes
-    (it persists nothing: see shared/faults.py, "Process faults"), and the stream resumes. No
+    (it persists nothing: see experiments/faults.py, "Process faults"), and the stream resumes. No
     frame is silently skipped: the new Rx session settles every sequence number, those it never
     saw as lost."""
     frames = 150

@@ -24,8 +24,9 @@ from channel.core import ChannelCore
 from channel.impairments.base import ImpairmentError
 from receiver.core import ReceiverCore, RxStep
 from shared.accounting import Outcome
+from shared.coding.quantizer import pack_codes, packed_size
 from shared.config import build_config
-from shared.protocol import (
+from shared.protocol.messages import (
     FRAME_MESSAGES,
     MAX_SEQ,
     MESSAGE_TYPES,
@@ -37,7 +38,6 @@ from shared.protocol import (
     decode,
     encode,
 )
-from shared.quantizer import pack_codes, packed_size
 
 
 def examples(n: int) -> int:

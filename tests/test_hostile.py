@@ -2,7 +2,8 @@
 
 Every bad input gets a clear, counted error (and a close code where the link cannot go on), and
 the process keeps serving: /healthz and /stats answer, and a proper link afterwards works. The
-link's shared secret and the channel's control token are checked here too (shared/security.py).
+link's shared secret and the channel's control token are checked here too
+(shared/protocol/security.py).
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
 
+from experiments.demo import Child, Processes, free_port, wait_for
+from shared.coding.quantizer import pack_codes
 from shared.config import ConfigError, build_config
-from shared.demo import Child, Processes, free_port, wait_for
-from shared.protocol import (
+from shared.protocol.messages import (
     MAX_MESSAGE_BYTES,
     MAX_SEQ,
     Bye,
@@ -39,8 +41,7 @@ from shared.protocol import (
     decode,
     encode,
 )
-from shared.quantizer import pack_codes
-from shared.security import sign_hello, verify_hello
+from shared.protocol.security import sign_hello, verify_hello
 from shared.service import ChannelSettings, CloseCode
 from transmitter.core import TransmitterCore
 
@@ -64,7 +65,7 @@ class Bench:
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bench]:
-    from shared.codec import load_codec
+    from shared.codec.models import load_codec
 
     logs = tmp_path_factory.mktemp("hostile-logs")
     with Processes(Path(logs), env=ENV) as procs:

@@ -3,9 +3,9 @@ import math
 import numpy as np
 import pytest
 
+from shared.coding.quantizer import normalize, quantize
 from shared.config import build_config
-from shared.memory import Memory, MemoryAccessError, hopfield_retrieve
-from shared.quantizer import normalize, quantize
+from shared.memory.store import Memory, MemoryAccessError, hopfield_retrieve
 
 
 def _filled(cfg, n, seed=0):
@@ -155,7 +155,7 @@ def test_metastable_mixtures_count_as_misses():
 
 
 def test_blocked_pass_equals_the_direct_softmax(monkeypatch):
-    import shared.memory as memory
+    import shared.memory.store as memory
 
     monkeypatch.setattr(memory, "BLOCK_ROWS", 7)  # many blocks, one partial
     rng = np.random.default_rng(4)

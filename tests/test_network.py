@@ -20,9 +20,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from experiments.demo import Child, Processes, get_json, wait_for
 from shared.config import build_config
-from shared.demo import Child, Processes, get_json, wait_for
-from shared.protocol import Error, Hello, decode, encode
+from shared.protocol.messages import Error, Hello, decode, encode
 
 pytestmark = pytest.mark.e2e
 
@@ -150,9 +150,10 @@ def test_clean_link_bits_and_digests_agree(clean_run: Run) -> None:
 def test_network_run_matches_the_simulator(clean_run: Run) -> None:
     """The processes run the same cores as the in-process simulator: same decisions, same bits,
     same quality, frame for frame."""
-    from shared.codec import load_codec
+    from experiments.simulator import simulate
+    from shared.codec.cache import DecodeCache
+    from shared.codec.models import load_codec
     from shared.scenarios import load_clip
-    from shared.simulator import DecodeCache, simulate
 
     config = CONFIG
     codec = load_codec(config.codec)
@@ -368,13 +369,14 @@ def test_a_per_dimension_grid_runs_through_the_processes_as_in_the_simulator() -
     """Each process reads the codec's grid from its card; the Rx decodes what the simulator does."""
     import os
 
-    from shared.codec import load_codec
+    from experiments.simulator import simulate
+    from shared.codec.cache import DecodeCache
+    from shared.codec.models import load_codec
     from shared.scenarios import load_clip
-    from shared.simulator import DecodeCache, simulate
 
     argv = ["--latent-grid", "per_dim", "--bits-per-value", "4"]
     done = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "demo", "--frames", "30", "--fps", "0", "--json",
+        [sys.executable, "-m", "experiments.cli", "demo", "--frames", "30", "--fps", "0", "--json",
          "--no-impairments", "--scenario", SCENARIO, *argv],
         capture_output=True, text=True, timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )  # fmt: skip

@@ -23,7 +23,7 @@ from channel.impairments.phy import (
     simulate_ber,
 )
 from channel.server import build_app
-from shared.protocol import Digest, Hit, New, Refresh, decode, encode
+from shared.protocol.messages import Digest, Hit, New, Refresh, decode, encode
 from shared.service import ChannelSettings
 from tests.synthetic import CONFIG, TX, differing_bits, hits, news, send, within
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.protocol import (
+from shared.protocol.messages import (
     MAX_MESSAGE_BYTES,
     Bye,
     Digest,

@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.quantizer import (
+from shared.coding.quantizer import (
     LatentGrid,
     QuantizerError,
     dequantize,
@@ -86,7 +86,7 @@ def test_range_one_is_the_paper_quantizer_bit_for_bit():
 
 
 def test_cell_centres_are_dequantize_before_renormalization():
-    from shared.quantizer import cell_centres
+    from shared.coding.quantizer import cell_centres
 
     z = normalize(np.random.default_rng(6).standard_normal((20, 64)))
     codes = quantize(z, 5, 0.5)
@@ -113,7 +113,7 @@ def _skewed_latents(n: int, seed: int) -> np.ndarray:
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
 def test_a_per_dimension_grid_keeps_each_value_within_half_of_its_own_cell(bits):
-    from shared.codeceval import fit_latent_grid
+    from shared.coding.quantizer import fit_latent_grid
 
     z = _skewed_latents(500, 5)
     grid = fit_latent_grid(z)

@@ -3,7 +3,7 @@
 import csv
 import json
 
-from shared.cli import main
+from experiments.cli import main
 
 
 def test_reduced_rd_writes_csv_plot_and_tables(tmp_path, capsys):

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 
 from receiver.core import ReceiverCore
-from shared import rdo
 from shared.accounting import Outcome, delta_bits, semantic_bits
+from shared.coding import rdo
+from shared.coding.entropy import SCALE_LEVELS
+from shared.coding.quantizer import normalize, quantize
 from shared.config import ConfigError, build_config
-from shared.entropy import SCALE_LEVELS
-from shared.protocol import Delta, Hit, New, decode, encode
-from shared.quantizer import normalize, quantize
+from shared.protocol.messages import Delta, Hit, New, decode, encode
 from tests.synthetic import deliver, drifting_latents
 from transmitter.core import TransmitterCore, fixed_message
 

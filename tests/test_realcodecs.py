@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from shared.realcodecs import (
+from experiments.realcodecs import (
     X264_SEI_UUID,
     CodecPoint,
     RealCodecError,

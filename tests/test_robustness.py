@@ -1,4 +1,4 @@
-"""Memory kinds under Rx memory corruption (shared/robustness.py, `hoplink robustness`)."""
+"""Memory kinds under Rx memory corruption (experiments/robustness.py, `hoplink robustness`)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from shared import robustness as rb
+from experiments import robustness as rb
+from experiments.cli import main
+from experiments.simulator import simulate
+from experiments.table import prepare_clips
 from shared.accounting import Outcome
-from shared.adaptive import load_adaptive
-from shared.cli import main
+from shared.codec.cache import DecodeCache
 from shared.config import build_config
-from shared.experiments import prepare_clips
-from shared.simulator import DecodeCache, simulate
+from shared.memory.adaptive import load_adaptive
 from tests.synthetic import drifting_latents
 
 BASE = build_config({"threshold": 0.95, "seed": 0}, read_env=False)

@@ -7,8 +7,7 @@ import sys
 
 import pytest
 
-from shared.config import build_config
-from shared.snr import (
+from experiments.snr import (
     aggregate,
     breakdown,
     mean_ci,
@@ -16,6 +15,7 @@ from shared.snr import (
     plot_snr,
     snr_sweep,
 )
+from shared.config import build_config
 
 
 def test_errors_fall_and_memories_agree_as_snr_rises(codec, tmp_path):
@@ -71,7 +71,7 @@ def test_breakdown_tells_a_cliff_from_a_ramp():
 def test_the_demo_runs_at_a_named_snr():
     impair = [f"--impair={d}.phy.snr_db=4" for d in ("tx_to_rx", "rx_to_tx")]
     done = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "demo", "--frames", "30", "--fps", "0", "--json",
+        [sys.executable, "-m", "experiments.cli", "demo", "--frames", "30", "--fps", "0", "--json",
          *impair],
         capture_output=True, text=True, timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )  # fmt: skip

@@ -9,18 +9,18 @@ import sys
 
 import pytest
 
-from shared.config import build_config
-from shared.sweep import (
+from experiments.sweep import (
     PRESETS,
     RUN_COLUMNS,
     SweepError,
     SweepSpec,
     expand,
     parse_grid_args,
-    read_rows,
     run_sweep,
     spec_from_toml,
 )
+from experiments.sweep_rows import read_rows
+from shared.config import build_config
 
 TINY = [
     "--grid",
@@ -39,7 +39,7 @@ TINY = [
 
 def hoplink(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "shared.cli", *args],
+        [sys.executable, "-m", "experiments.cli", *args],
         capture_output=True,
         text=True,
         timeout=300,
@@ -125,7 +125,7 @@ def test_matched_study_rows_and_timeline(tmp_path):
         # The symmetric rule: both reach the common target.
         assert sym_h["psnr"] >= sym_h["target_psnr"] and sym_v["psnr"] >= sym_v["target_psnr"]
         # One-sided: the fixed method keeps its symmetric τ; the other lands within 0.2 dB
-        # of it (or as close as bisection gets).
+        # of it (or as bisection gets).
         fixed = cell[("one_sided_vq_fixed", "vq")]
         moved = cell[("one_sided_vq_fixed", "hopfield")]
         assert fixed["role"] == "fixed" and fixed["threshold"] == sym_v["threshold"]
@@ -246,9 +246,9 @@ ebn0_db = [3, 30]
 
 
 def test_snr_grid_rows_are_snr_point_at_the_matched_tau(tmp_path, codec):
-    from shared.experiments import calibrate, prepare_clips, run_group
-    from shared.simulator import DecodeCache
-    from shared.snr import POINT_COLUMNS, snr_point
+    from experiments.snr import POINT_COLUMNS, snr_point
+    from experiments.table import calibrate, prepare_clips, run_group
+    from shared.codec.cache import DecodeCache
 
     base = build_config({}, read_env=False)
     spec = spec_from_toml(SNR_SPEC)

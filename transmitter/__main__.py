@@ -2,7 +2,8 @@
 
 import sys
 
-from shared.cli import main
+from shared.service import TxSettings, service_main
+from transmitter.client import run
 
 if __name__ == "__main__":
-    sys.exit(main(["tx", *sys.argv[1:]]))
+    sys.exit(service_main("tx", TxSettings, run))

@@ -36,9 +36,9 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from shared.accounting import semantic_bits
-from shared.codec import Codec, codec_for
+from shared.codec.models import Codec, codec_for
 from shared.config import LinkConfig
-from shared.protocol import (
+from shared.protocol.messages import (
     FRAME_MESSAGES,
     Error,
     Hello,
@@ -48,8 +48,8 @@ from shared.protocol import (
     decode,
     encode,
 )
+from shared.protocol.security import AuthError, sign_hello, verify_hello
 from shared.scenarios import iter_frames
-from shared.security import AuthError, sign_hello, verify_hello
 from shared.service import (
     FATAL_CLOSE_CODES,
     CloseCode,
@@ -65,6 +65,7 @@ from shared.service import (
     serve,
     ws_frame_bytes,
 )
+from transmitter.core import TransmitterCore
 
 log = logging.getLogger("hoplink.tx")
 
@@ -165,8 +166,6 @@ class TxService:
     def __init__(
         self, config: LinkConfig, settings: TxSettings, codec: Codec | None = None
     ) -> None:
-        from transmitter.core import TransmitterCore
-
         self.config = config
         self.settings = settings
         self.codec = codec_for(config, codec)

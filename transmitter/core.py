@@ -9,13 +9,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from shared import rdo
 from shared.accounting import semantic_bits
+from shared.coding import rdo
+from shared.coding.entropy import FrameKind, FrameSymbols, SymbolCoder
+from shared.coding.quantizer import dequantize, pack_codes, quantize
 from shared.config import LinkConfig
-from shared.cues import CueHasher
-from shared.entropy import FrameKind, FrameSymbols, SymbolCoder
-from shared.memory import Memory, MemoryAccessError, Recall
-from shared.protocol import (
+from shared.memory.cues import CueHasher
+from shared.memory.store import Memory, MemoryAccessError, Recall
+from shared.protocol.messages import (
     Bye,
     Coded,
     Delta,
@@ -27,7 +28,6 @@ from shared.protocol import (
     Refresh,
     RefreshRequest,
 )
-from shared.quantizer import dequantize, pack_codes, quantize
 
 
 @dataclass
@@ -114,7 +114,7 @@ class TransmitterCore:
         recall: Recall | None,
         similarity: float,
     ) -> TxFrame:
-        """HIT, DELTA or NEW by τ (paper) or by min D + λ·R (rdo); see shared/rdo.py."""
+        """HIT, DELTA or NEW by τ (paper) or by min D + λ·R (rdo); see shared/coding/rdo.py."""
         cfg, coder = self.config, self.coder
         if coder is not None:
             coder.begin(seq)

@@ -32,13 +32,13 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from shared.config import LinkConfig
-from shared.protocol import MESSAGE_TYPES, Message, ProtocolError, decode, encode
+from shared.protocol.messages import MESSAGE_TYPES, Message, ProtocolError, decode, encode
 
 UNDECODABLE = "undecodable"
 CONTROL_TYPES = frozenset({"hello", "bye", "error", "corrupt"})
 SELECTABLE_TYPES = frozenset(MESSAGE_TYPES) | {UNDECODABLE}
 
-# shared.protocol.encode writes "type" first: fixmap, fixstr "type", fixstr <name>, ...
+# shared.protocol.messages.encode writes "type" first: fixmap, fixstr "type", fixstr <name>, ...
 _TYPE_PREFIXES = {
     b"\xa4type" + bytes([0xA0 + len(name)]) + name.encode(): name for name in MESSAGE_TYPES
 }
@@ -179,7 +179,7 @@ class Impairment(ABC):
     DEFAULT_TYPES: ClassVar[frozenset[str] | None] = None
     COUNTERS: ClassVar[tuple[str, ...]] = ()
     # Transport impairments (delay, rate) act on control messages too: a real link delays a BYE
-    # as much as the frames before it, so it cannot overtake them.
+    # as the frames before it, so it cannot overtake them.
     transport: ClassVar[bool] = False
 
     def __init__(self, attributes: ImpairmentAttributes, config: LinkConfig) -> None:

@@ -38,9 +38,9 @@ from channel.impairments.base import (
     bit_positions,
     flip_bits,
 )
+from shared.coding.quantizer import packed_size
 from shared.config import LinkConfig
-from shared.protocol import Hit, Message, New, Refresh
-from shared.quantizer import packed_size
+from shared.protocol.messages import Hit, Message, New, Refresh
 
 
 class PayloadBits:

@@ -15,7 +15,7 @@ import numpy as np
 from pydantic import ConfigDict, Field
 
 from channel.impairments.base import Impairment, ImpairmentAttributes, InFlight
-from shared.protocol import New, Refresh
+from shared.protocol.messages import New, Refresh
 
 
 class Attributes(ImpairmentAttributes):

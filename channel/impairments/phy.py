@@ -88,9 +88,9 @@ from pydantic import ConfigDict, Field
 
 from channel.impairments.base import ImpairmentAttributes, InFlight, bit_positions
 from channel.impairments.bit_errors import PayloadBitErrors
+from shared.coding.quantizer import packed_size
 from shared.config import LinkConfig
-from shared.protocol import New, encode
-from shared.quantizer import packed_size
+from shared.protocol.messages import New, encode
 
 Modulation = Literal["bpsk", "qpsk", "16qam", "64qam"]
 ChannelModel = Literal["awgn", "rayleigh"]

@@ -16,8 +16,7 @@ import numpy as np
 from pydantic import ConfigDict, Field
 
 from channel.impairments.base import Impairment, ImpairmentAttributes, InFlight
-from shared.protocol import New, Refresh
-from shared.quantizer import (
+from shared.coding.quantizer import (
     QuantizerError,
     dequantize,
     normalize,
@@ -25,6 +24,7 @@ from shared.quantizer import (
     quantize,
     unpack_codes,
 )
+from shared.protocol.messages import New, Refresh
 
 
 class Attributes(ImpairmentAttributes):

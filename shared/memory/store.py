@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from shared.coding.quantizer import dequantize, dequantize_weights, normalize, quantize_weights
 from shared.config import LinkConfig
-from shared.quantizer import dequantize, dequantize_weights, normalize, quantize_weights
+from shared.memory.adaptive import load_adaptive
 
 
 class MemoryAccessError(ValueError):
@@ -138,8 +139,6 @@ class Memory:
         self._clock = 0
         self.similarity = dot_scores
         if config.memory == "adaptive":
-            from shared.adaptive import load_adaptive
-
             self.similarity = load_adaptive(config.latent_dim).scores
 
     # -- decisions (Tx) --------------------------------------------------------------------------

@@ -20,11 +20,12 @@ protections keep *strangers* out and keep bad input cheap; they are not a secure
   non-loopback address without a token. State-changing requests from another web origin are
   refused (403) whatever the token, so a web page cannot drive a local channel (CSRF). Reads
   (``GET``) stay open: stats are not secret in a lab.
-* **Sizes.** A link message is capped by the decoder (:data:`shared.protocol.MAX_MESSAGE_BYTES`,
-  refused with a counted error) and by the websocket (:data:`shared.service.WS_MAX_SIZE`, closed
-  with 1009); an HTTP request body by :class:`BodySizeLimit` (413). A flood of REFRESH_REQUEST is
-  answered at most ``refresh_budget`` times per DIGEST period by the Tx
-  (:class:`transmitter.core.TransmitterCore`); the rest are counted as refused.
+* **Sizes.** A link message is capped by the decoder
+  (:data:`shared.protocol.messages.MAX_MESSAGE_BYTES`, refused with a counted error) and by the
+  websocket (:data:`shared.service.WS_MAX_SIZE`, closed with 1009); an HTTP request body by
+  :class:`BodySizeLimit` (413). A flood of REFRESH_REQUEST is answered at most ``refresh_budget``
+  times per DIGEST period by the Tx (:class:`transmitter.core.TransmitterCore`); the rest are
+  counted as refused.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from typing import Any
 import msgpack
 from starlette.requests import Request  # resolved at runtime: FastAPI reads the dependency
 
-from shared.protocol import Hello
+from shared.protocol.messages import Hello
 
 NONCE_BYTES = 16
 MAX_NONCE_BYTES = 64

@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from experiments.simulator import SimResult, simulate
 from shared.accounting import LinkSummary, summarize
-from shared.codec import Codec
+from shared.codec.cache import DecodeCache
+from shared.codec.models import Codec
 from shared.config import LinkConfig
 from shared.scenarios import PROTOCOLS, load_clip
-from shared.simulator import DecodeCache, SimResult, simulate
 
 # τ grid for calibration, dense near 1 where a unit-norm latent's cosines live.
 THRESHOLD_GRID = tuple(

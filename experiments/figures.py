@@ -12,7 +12,7 @@
 - ``fig_matched_vs_beta``: hopfield's bit reduction over vq at matched PSNR vs β, per group, under
   the symmetric rule and the two one-sided protocols.
 - ``snr``: PSNR, bits/frame and concealed frames vs Eb/N0 of an SNR grid, per memory kind, mean
-  over seeds with a 95 % band (:func:`shared.snr.plot_snr`).
+  over seeds with a 95 % band (:func:`experiments.snr.plot_snr`).
 
 Every number plotted is a column of the CSVs (computed by :mod:`shared.accounting` in the runs);
 this module only selects, pools (equal-length clips: a mean over clips is a mean over frames) and
@@ -30,10 +30,11 @@ from typing import Any
 
 import numpy as np
 
+from experiments.realcodecs import CodecPoint, pool_points
+from experiments.snr import plot_snr
+from experiments.sweep_rows import MATCHED_GROUPS, RULES, read_rows
 from shared.config import LinkConfig
-from shared.realcodecs import CodecPoint, pool_points
 from shared.scenarios import PROTOCOLS
-from shared.sweep import MATCHED_GROUPS, RULES, read_rows
 
 Row = dict[str, Any]
 GROUP_ORDER = (*PROTOCOLS, "scene_change", "file")
@@ -502,7 +503,6 @@ def make_figures(run_dir: str | os.PathLike[str]) -> list[Path]:
 def fig_snr(rows: list[Row], out: Path) -> list[Path]:
     if not rows:
         return []
-    from shared.snr import plot_snr
 
     out.mkdir(parents=True, exist_ok=True)
     return [Path(p) for p in plot_snr(rows, str(out / "snr"))]

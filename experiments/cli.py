@@ -13,7 +13,18 @@ import sys
 import time
 from collections.abc import Callable
 
+from benchmarks.run import SECTIONS
+from benchmarks.run import main as run_bench
+from experiments.demo import DemoError, add_demo_arguments, run_demo
+from experiments.tables import Precise, render_table
 from shared.config import ConfigError, add_config_arguments, config_from_args
+from shared.service import (
+    ChannelSettings,
+    RxSettings,
+    TxSettings,
+    add_settings_arguments,
+    settings_from_args,
+)
 
 # Three processes share two cores: one BLAS/OpenMP thread each unless the user says otherwise.
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -32,10 +43,10 @@ def _print_json(payload: object) -> None:
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
-    from shared.codec import codec_for
-    from shared.scenarios import load_clip
-    from shared.simulator import Corruption, DecodeCache, simulate
-    from shared.tables import render_table
+    from experiments.simulator import Corruption, simulate  # deferred: imports torch
+    from shared.codec.cache import DecodeCache  # deferred: imports torch
+    from shared.codec.models import codec_for  # deferred: imports torch
+    from shared.scenarios import load_clip  # deferred: imports av
 
     config = config_from_args(args)
     codec = codec_for(config)
@@ -93,9 +104,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
 def cmd_table(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from shared.codec import codec_for
-    from shared.experiments import TABLE_GROUPS, paper_table
-    from shared.tables import Precise, render_table
+    from experiments.table import TABLE_GROUPS, paper_table  # deferred: imports av, torch
+    from shared.codec.models import codec_for  # deferred: imports torch
 
     config = config_from_args(args)
     codec = codec_for(config)
@@ -175,7 +185,7 @@ _TABLE_HEADERS = [
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
-    from shared.codec import CodecError
+    from shared.codec.models import CodecError  # deferred: imports torch
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     common = dict(
@@ -183,11 +193,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     try:
         if args.objective == "capacity":
-            from shared.capacity import train_capacity
+            from experiments.capacity import train_capacity  # deferred: imports torch
 
             card = train_capacity(args.codec, init=args.init or "ae64", **common)
         else:
-            from shared.training import train_codec
+            from experiments.training import train_codec  # deferred: imports torch
 
             card = train_codec(args.codec, init=args.init, **common)
     except CodecError as exc:
@@ -200,7 +210,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from shared.sweep import SweepError, sweep_command
+    from experiments.sweep import SweepError, sweep_command  # deferred: imports av, torch
 
     try:
         return sweep_command(args, config_from_args(args))
@@ -209,7 +219,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from shared.report import write_report
+    from experiments.report import write_report  # deferred: imports av, torch
 
     try:
         md, page = write_report(args.runs, args.out)
@@ -220,7 +230,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _add_experiment_commands(sub: argparse._SubParsersAction) -> None:
-    from shared.sweep import add_sweep_arguments
+    from experiments.sweep import add_sweep_arguments  # deferred: imports av, torch
 
     sweep = sub.add_parser(
         "sweep", help="parallel, resumable parameter sweep -> tidy CSV + the paper's figures"
@@ -239,28 +249,24 @@ def _add_experiment_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_rx(args: argparse.Namespace) -> int:
-    from receiver.server import run
-    from shared.service import RxSettings, settings_from_args
+    from receiver.server import run  # deferred: imports av, fastapi, torch
 
     return run(config_from_args(args), settings_from_args(RxSettings, args))
 
 
 def cmd_tx(args: argparse.Namespace) -> int:
-    from shared.service import TxSettings, settings_from_args
-    from transmitter.client import run
+    from transmitter.client import run  # deferred: imports av, torch
 
     return run(config_from_args(args), settings_from_args(TxSettings, args))
 
 
 def cmd_channel(args: argparse.Namespace) -> int:
-    from channel.server import run
-    from shared.service import ChannelSettings, settings_from_args
+    from channel.server import run  # deferred: imports fastapi
 
     return run(config_from_args(args), settings_from_args(ChannelSettings, args))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from shared.demo import DemoError, run_demo
 
     config_from_args(args)  # validate here: a bad flag fails before any process starts
     try:
@@ -270,13 +276,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _add_network_commands(sub: argparse._SubParsersAction) -> None:
-    from shared.demo import add_demo_arguments
-    from shared.service import (
-        ChannelSettings,
-        RxSettings,
-        TxSettings,
-        add_settings_arguments,
-    )
 
     rx = sub.add_parser("rx", help="run the receiver process (websocket /link, REST on 8003)")
     add_settings_arguments(rx, RxSettings)
@@ -304,9 +303,8 @@ def _add_network_commands(sub: argparse._SubParsersAction) -> None:
 def cmd_train_adaptive(args: argparse.Namespace) -> int:
     import torch
 
-    from shared.adaptive import train_and_save
-    from shared.codec import load_codec
-    from shared.tables import render_table
+    from experiments.train_adaptive import train_and_save  # deferred: imports torch
+    from shared.codec.models import load_codec  # deferred: imports torch
 
     torch.set_num_threads(1)
     card = train_and_save(
@@ -320,21 +318,19 @@ def cmd_train_adaptive(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from benchmarks.run import SECTIONS, main
 
     sections = tuple(args.only.split(",")) if args.only else SECTIONS
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         raise UserError(f"unknown bench sections {sorted(unknown)}; known: {', '.join(SECTIONS)}")
-    return main(args.quick, args.json, args.out, sections)
+    return run_bench(args.quick, args.json, args.out, sections)
 
 
 def cmd_snr(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from shared.codec import codec_for
-    from shared.snr import snr_sweep
-    from shared.tables import render_table
+    from experiments.snr import snr_sweep  # deferred: imports av, torch
+    from shared.codec.models import codec_for  # deferred: imports torch
 
     config = config_from_args(args)
     snrs = [float(v) for v in args.ebn0.split(",")]
@@ -352,7 +348,7 @@ def cmd_snr(args: argparse.Namespace) -> int:
             writer.writeheader()
             writer.writerows(rows)
     if args.plot:
-        from shared.snr import plot_snr
+        from experiments.snr import plot_snr  # deferred: imports av, torch
 
         plot_snr(rows, args.plot)
     if args.json:
@@ -368,8 +364,8 @@ def cmd_snr(args: argparse.Namespace) -> int:
 def cmd_robustness(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from shared import robustness as rb
-    from shared.codec import codec_for
+    from experiments import robustness as rb  # deferred: imports av, torch
+    from shared.codec.models import codec_for  # deferred: imports torch
 
     def floats(text: str | None, default: tuple[float, ...]) -> tuple[float, ...]:
         if text is None:
@@ -572,9 +568,9 @@ def build_parser(services_only: bool = False) -> argparse.ArgumentParser:
     faults.add_argument("--full", action="store_true", help="full matrix (HOPLINK_FULL_FAULTS=1)")
     faults.add_argument("--json", action="store_true", help="print JSON instead of a table")
     faults.add_argument("--no-network", action="store_true", help="skip the real-process cells")
-    faults.set_defaults(func=lambda a: __import__("shared.faults").faults.main(a))  # lazy import
-    from shared.codeceval import add_codec_eval_command
-    from shared.rd import add_rd_command  # `hoplink rd`: RD curves and BD-rate (shared/rd.py)
+    faults.set_defaults(func=_run_faults)
+    from experiments.codeceval import add_codec_eval_command  # deferred: imports av, torch
+    from experiments.rd import add_rd_command  # deferred: imports av, torch
 
     add_rd_command(sub, add_config_arguments)
     add_codec_eval_command(sub)
@@ -584,12 +580,18 @@ def build_parser(services_only: bool = False) -> argparse.ArgumentParser:
 
 
 def cmd_scenarios(args: argparse.Namespace) -> int:
-    from shared.scenarios import PROTOCOLS, SCENARIOS, protocol_of
+    from shared.scenarios import PROTOCOLS, SCENARIOS, protocol_of  # deferred: imports av
 
     for name in SCENARIOS:
         print(f"{name:18s} {protocol_of(name) or '(reported separately)'}")
     print("protocols: " + "; ".join(f"{p}: {', '.join(n)}" for p, n in PROTOCOLS.items()))
     return 0
+
+
+def _run_faults(args: argparse.Namespace) -> int:
+    from experiments.faults import main as faults_main  # deferred: imports av, torch
+
+    return faults_main(args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -606,8 +608,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:
         # Errors of the known kinds (bad scenario, codec) carry a message meant for the user.
-        from shared.codec import CodecError
-        from shared.scenarios import ScenarioError
+        from shared.codec.models import CodecError  # deferred: imports torch
+        from shared.scenarios import ScenarioError  # deferred: imports av
 
         if isinstance(exc, CodecError | ScenarioError):
             print(f"hoplink {args.command}: {exc}", file=sys.stderr)

@@ -1,11 +1,12 @@
 """Entropy-coded link symbols: adaptive models that both ends update identically, range-coded.
 
 The paper codes every symbol with a fixed length. In ``entropy_coding`` mode each frame becomes
-one :class:`~shared.protocol.Coded` message whose payload is the range-coded bitstream of that
-frame's symbols (:class:`FrameSymbols`), and the bits counted for the frame are the payload's bits.
+one :class:`~shared.protocol.messages.Coded` message whose payload is the range-coded bitstream of
+that frame's symbols (:class:`FrameSymbols`), and the bits counted for the frame are the payload's
+bits.
 
 **Coder.** ``constriction``'s range coder (``stream.queue.RangeEncoder``, 32-bit words, 24-bit
-probability precision). Each frame is coded on its own, so the Rx decodes it as soon as it
+probability precision). Each frame is coded on its own, so the Rx decodes it as it
 arrives. The sealed words are written big-endian and the shortest byte string that still decodes
 to the same symbols is sent (trailing bytes are implied zero by the decoder: the termination
 picks, among the last few byte-prefixes and their round-ups, the shortest one that a trial decode
@@ -25,7 +26,7 @@ average, while every frame still carries exactly the bits it is counted for.
    written, needs no new verification, and every reference is verified again at least once per
    segment; with ``coded_cue=every_reference`` on every HIT and DELTA, as the paper does;
 4. DELTA: the residual's bit width b′ (adaptive), its scale code (adaptive over
-   :data:`shared.rdo.SCALE_LEVELS`), and the d residual codes (adaptive, one model per b′);
+   :data:`shared.coding.rdo.SCALE_LEVELS`), and the d residual codes (adaptive, one model per b′);
 5. NEW: the d latent codes (adaptive over 2^b values, with a heavy-tailed prior around the centre);
 6. DELTA and NEW: the slot, as a flag "the slot after the previous one written in this segment"
    (adaptive) or, failing that, uniformly over capacity + 1 (−1: not stored).
@@ -49,8 +50,8 @@ from typing import Literal
 import constriction
 import numpy as np
 
+from shared.coding.quantizer import Grid, LatentGrid
 from shared.config import LinkConfig
-from shared.quantizer import Grid, LatentGrid
 
 # constriction's submodules are attributes of its extension module, not importable packages.
 Categorical = constriction.stream.model.Categorical
@@ -64,7 +65,7 @@ INCREMENT = 32  # count added per coded symbol
 COUNT_LIMIT = 1 << 16  # counts halve when their total passes this
 CUE_CHUNK_BITS = 16  # the cue is coded as uniform chunks of at most this many bits
 TERMINATION_SEARCH_BYTES = 6  # byte-prefixes tried below the sealed length
-SCALE_LEVELS = 128  # residual scale codes (shared.rdo.scale_value)
+SCALE_LEVELS = 128  # residual scale codes (shared.coding.rdo.scale_value)
 
 
 class EntropyError(ValueError):

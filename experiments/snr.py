@@ -1,10 +1,10 @@
 """The link against channel SNR: bits/frame, refreshes, PSNR and frames lost vs Eb/N0.
 
 Each point runs a clip through the real Tx, channel and Rx cores on a virtual clock
-(:class:`shared.faults.InProcessLink`) with the ``phy`` impairment on both directions, so the
+(:class:`experiments.faults.InProcessLink`) with the ``phy`` impairment on both directions, so the
 errors are the ones the network would see at that SNR. :func:`snr_point` is the one place a point
 is computed: ``hoplink snr`` (:func:`snr_sweep`) and the SNR axes of ``hoplink sweep``
-(:mod:`shared.sweep`, ``ebn0_db`` …) both call it.
+(:mod:`experiments.sweep`, ``ebn0_db`` …) both call it.
 
 A point's figures (:data:`POINT_COLUMNS`), all from :func:`shared.accounting.summarize`:
 
@@ -39,13 +39,15 @@ import numpy as np
 from channel.core import DIRECTIONS
 from channel.impairments.phy import Attributes as PhyAttributes
 from channel.impairments.phy import latent_kappa
+from experiments.faults import InProcessLink
 from shared.accounting import FrameRecord, psnr, semantic_bits, summarize
+from shared.codec.cache import DecodeCache
 from shared.config import LinkConfig
-from shared.faults import InProcessLink
-from shared.protocol import Bye, Refresh, RefreshRequest, encode
+from shared.protocol.messages import Bye, Refresh, RefreshRequest, encode
+from shared.scenarios import load_clip
 
 if TYPE_CHECKING:  # the simulator imports torch; sweeps import this module for its columns
-    from shared.simulator import DecodeCache
+    from shared.codec.cache import DecodeCache
 
 FPS = 30.0
 DIGEST_EVERY = 30
@@ -174,8 +176,6 @@ def snr_sweep(
 ) -> list[dict]:
     """One seed (``config.seed``: the clip, the cues and the channel draws) at one τ; for seeds
     and matched τ use ``hoplink sweep --preset snr``."""
-    from shared.scenarios import load_clip
-    from shared.simulator import DecodeCache
 
     frames = load_clip(scenario, n_frames=n_frames, size=codec.frame_size, seed=config.seed)
     latents = codec.encode(frames)

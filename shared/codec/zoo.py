@@ -1,8 +1,8 @@
 """The shipped codecs' files and cards, readable without torch (the channel reads grids here).
 
-A codec ``NAME`` ships as ``shared/codecs/NAME.pt`` (weights, loaded by :mod:`shared.codec`) and
-``NAME.json``, its card: how the weights were trained, what they reach, and the quantizer
-intervals fitted to its latents.
+A codec ``NAME`` ships as ``shared/codec/weights/NAME.pt`` (weights, loaded by
+:mod:`shared.codec.models`) and ``NAME.json``, its card: how the weights were trained, what
+they reach, and the quantizer intervals fitted to its latents.
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ import functools
 import json
 from pathlib import Path
 
-from shared.quantizer import LatentGrid
+from shared.coding.quantizer import LatentGrid
 
 
 def codecs_dir() -> Path:
     """Folder of the shipped weights and cards (package data of ``shared``)."""
-    return Path(__file__).resolve().parent / "codecs"
+    return Path(__file__).resolve().parent / "weights"
 
 
 def codec_card(name: str, weights_dir: Path | None = None) -> dict:
@@ -33,6 +33,6 @@ def card_grid(name: str, weights_dir: Path | None = None) -> LatentGrid:
     if entry is None:
         raise ValueError(
             f"codec {name!r} has no fitted latent_grid on its card; fit one with "
-            f"`python -m shared.training --name {name} --refit-quantizer`"
+            f"`python -m experiments.training --name {name} --refit-quantizer`"
         )
     return LatentGrid.from_dict(entry)

@@ -8,7 +8,7 @@ and the reconstruction's PSNR/SSIM are set beside
   per value, box-filtered down and bicubic up; ``side²·3·q ≤ d·b``, the ``(side, q)`` with the
   best mean PSNR over all sources is chosen once, so it is a fixed codec, not an oracle),
 * the linear **PCA** transform coder with the codec's d and b (:class:`PcaCodec`), and
-* **H.264** (libx264, one I-frame per clip, :mod:`shared.realcodecs`): its bits/frame at the
+* **H.264** (libx264, one I-frame per clip, :mod:`experiments.realcodecs`): its bits/frame at the
   codec's PSNR on the same clip (interpolated between CRFs; ``≤``/``≥`` when outside them).
 """
 
@@ -24,7 +24,25 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.quantizer import Grid, LatentGrid, cell_centres, dequantize, quantize
+from experiments.realcodecs import bits_at_psnr, h264_points
+from experiments.table import TABLE_GROUPS, calibrate, prepare_clips, run_group
+from experiments.tables import render_table
+from experiments.training import CropSampler, training_parts
+from shared.accounting import psnr_batch, ssim
+from shared.codec.cache import DecodeCache
+from shared.codec.models import CODECS, CodecError, codecs_dir, load_codec
+from shared.codec.zoo import card_grid, codec_card
+from shared.coding.quantizer import (
+    Grid,
+    LatentGrid,
+    cell_centres,
+    dequantize,
+    fit_latent_grid,
+    fit_latent_range,
+    quantize,
+)
+from shared.config import build_config
+from shared.scenarios import SCENARIOS, ScenarioError, load_clip
 
 # shared.accounting, PIL and the scenarios load in the functions: `hoplink --help` stays instant.
 
@@ -51,35 +69,6 @@ REAL_VIDEOS = {
 }
 REAL_VIDEO_PACKAGES = "python3-imageio forensics-samples-files"
 THUMBNAIL_SIDES = (2, 3, 4, 5, 6, 8, 10, 12, 16)
-RANGE_COVERAGE = 0.999  # fraction of latent values the fitted quantizer range keeps unclipped
-
-
-def fit_latent_range(latents: np.ndarray, coverage: float = RANGE_COVERAGE) -> float:
-    """The quantizer range R: the ``coverage`` quantile of |z| over sample latents (N, d).
-
-    Unit-norm latents use far less than [−1, 1] (about ±4/√d), so cells spent outside R are
-    wasted; values beyond R clip, which costs little at this coverage. Rounded up to 1/64 so the
-    number reads well in configs.
-    """
-    values = np.abs(np.asarray(latents, dtype=np.float64)).ravel()
-    if values.size == 0 or not np.isfinite(values).all():
-        raise ValueError("need finite sample latents to fit a quantizer range")
-    r = float(np.quantile(values, coverage))
-    return min(1.0, math.ceil(r * 64) / 64)
-
-
-def fit_latent_grid(latents: np.ndarray, coverage: float = RANGE_COVERAGE) -> LatentGrid:
-    """Per-dimension quantizer intervals: dimension i spans the central ``coverage`` of its
-    sample values (N, d), from the (1 − coverage)/2 to the (1 + coverage)/2 quantile."""
-    z = np.asarray(latents, dtype=np.float64)
-    if z.ndim != 2 or len(z) < 2 or not np.isfinite(z).all():
-        raise ValueError("need finite sample latents (N >= 2, d) to fit a quantizer grid")
-    tail = (1 - coverage) / 2
-    lo, hi = np.quantile(z, [tail, 1 - tail], axis=0)
-    half = np.maximum((hi - lo) / 2, 1e-6)
-    centre = (hi + lo) / 2
-    spread = float(np.mean(np.abs(z - centre) / half))
-    return LatentGrid(centre, half, min(1.0, spread))
 
 
 def codec_roundtrip(codec, frames: np.ndarray, bits: int, grid: Grid = 1.0):
@@ -109,7 +98,6 @@ class PcaCodec:
 def pca_codec(size: int, dim: int, seed: int = 0) -> PcaCodec:
     """:class:`PcaCodec` of ``dim`` components for ``size``² frames, fitted on augmented
     training crops (never the held-out strips, never a clip), as the learned codecs are."""
-    from shared.training import CropSampler, training_parts
 
     n = max(2048, 8 * dim)
     x = CropSampler(training_parts(), size, seed).batch(n).reshape(n, -1).astype(np.float32)
@@ -139,7 +127,6 @@ def thumbnail(frames: np.ndarray, side: int, bits: int) -> np.ndarray:
 
 def thumbnail_choice(clips: Sequence[np.ndarray], budget_bits: int) -> tuple[int, int]:
     """The ``(side, q)`` within ``side²·3·q ≤ budget_bits`` with the best mean PSNR over clips."""
-    from shared.accounting import psnr_batch
 
     best, best_psnr = None, -math.inf
     for side in THUMBNAIL_SIDES:
@@ -176,7 +163,6 @@ class EvalRow:
 
 
 def _mean_ssim(a: np.ndarray, b: np.ndarray, stride: int) -> float:
-    from shared.accounting import ssim
 
     return float(np.mean([ssim(a[i], b[i]) for i in range(0, len(a), stride)]))
 
@@ -193,8 +179,6 @@ def evaluate(
 
     ``h264`` maps a source to its H.264 points (:func:`h264_anchor`); None leaves that column out.
     """
-    from shared.accounting import psnr_batch
-    from shared.realcodecs import bits_at_psnr
 
     rows = []
     per_dim = isinstance(grid, LatentGrid)
@@ -229,7 +213,6 @@ def evaluate(
 
 def h264_anchor(clips: dict[str, np.ndarray]) -> dict:
     """H.264's RD points (one per CRF) for every clip: the anchor :func:`evaluate` reads."""
-    from shared.realcodecs import h264_points
 
     return {name: h264_points(frames) for name, frames in clips.items()}
 
@@ -239,7 +222,7 @@ class LinkVariant:
     """One way to run the link: a codec and the configuration (b, quantizer grid) it runs with."""
 
     label: str
-    codec: object  # shared.codec.Codec
+    codec: object  # shared.codec.models.Codec
     config: object  # shared.config.LinkConfig naming that codec
 
 
@@ -281,11 +264,9 @@ def link_comparison(
 ) -> list[LinkRow]:
     """Variants side by side on the link, per Table I group, at ONE target PSNR per group: the
     lowest all-NEW PSNR among them minus ``psnr_drop`` (every variant can reach it), each
-    calibrated by the same rule (:func:`shared.experiments.calibrate`: the lowest-rate τ that
+    calibrated by the same rule (:func:`experiments.table.calibrate`: the lowest-rate τ that
     reaches it). Bits are bits, so variants may differ in d, b and grid, not in frame size.
     """
-    from shared.experiments import TABLE_GROUPS, calibrate, prepare_clips, run_group
-    from shared.simulator import DecodeCache
 
     if len({v.codec.frame_size for v in variants}) != 1:
         raise ValueError("link comparison needs codecs of one frame size")
@@ -367,7 +348,7 @@ def add_codec_eval_command(sub: argparse._SubParsersAction) -> None:
         type=Path,
         default=None,
         help="read the codecs' weights and cards from this folder (e.g. `python -m "
-        "shared.training --out-dir`) instead of the shipped ones; not with --link",
+        "experiments.training --out-dir`) instead of the shipped ones; not with --link",
     )
     p.add_argument("--json", action="store_true", help="print JSON rows instead of tables")
     p.add_argument("--out", default=None, help="also write the JSON rows to this file")
@@ -414,7 +395,6 @@ def expand_sources(spec: str, videos: dict[str, str] | None = None) -> dict[str,
 def _grids(codec, kinds: Sequence[str]) -> list[Grid]:
     """The distinct grids of ``kinds`` for ``codec`` (from the card beside its weights; R = 1
     when the card has no fitted range)."""
-    from shared.cards import card_grid, codec_card
 
     folder = codec.weights_path.parent
     out: list[Grid] = []
@@ -432,10 +412,6 @@ def _grids(codec, kinds: Sequence[str]) -> list[Grid]:
 
 def cmd_codec_eval(args: argparse.Namespace) -> int:
     from tqdm import tqdm
-
-    from shared.codec import CODECS, CodecError, codecs_dir, load_codec
-    from shared.scenarios import SCENARIOS, ScenarioError, load_clip
-    from shared.tables import render_table
 
     folder = args.weights_dir or codecs_dir()
     present = [n for n in CODECS if (folder / f"{n}.pt").is_file()]
@@ -481,8 +457,6 @@ def cmd_codec_eval(args: argparse.Namespace) -> int:
         rows += evaluate(codec, clips_by_size[size], bits_list, r, h264=anchors[size])
     link_rows = []
     if args.link:
-        from shared.config import build_config
-
         base = build_config({"memory": "hopfield"})
         with tqdm(desc="link", unit="run", disable=args.json or None) as bar:
             try:

@@ -26,9 +26,9 @@ impairment ``seq_range = [start, stop - 1]`` instead, which needs no timing.
 **Silent wrong decodes.** The Rx accepts a reference when its own prototype's K-bit SimHash cue
 is within t bits of the cue sent. Each hyperplane separates two latents at angle θ with
 probability θ/π, so a wrong prototype at angle θ passes with
-P = P[Binom(K, θ/π) ≤ t] (:func:`shared.cues.accept_probability`; at θ = π/2 this is
-:func:`shared.cues.false_accept_probability`, ≈1.3e-6 for K = 32, t = 3). Before each HIT reaches
-the Rx the runner computes an upper bound of the chance that it is accepted wrongly — the
+P = P[Binom(K, θ/π) ≤ t] (:func:`shared.memory.cues.accept_probability`; at θ = π/2 this is
+:func:`shared.memory.cues.false_accept_probability`, ≈1.3e-6 for K = 32, t = 3). Before each HIT
+reaches the Rx the runner computes an upper bound of the chance that it is accepted wrongly — the
 verification of the referenced prototype plus a union bound over the lookup's candidates — and
 sums it: ``risk`` is the expected number of silent wrong frames. Frames on the same wrong
 prototype repeat one and the same cue comparison (the hyperplanes are fixed), so the check is
@@ -79,10 +79,15 @@ from typing import Any
 
 import numpy as np
 
+from channel.core import ChannelCore
+from experiments.demo import DemoError, Processes, get_json, wait_for
+from experiments.tables import render_table
+from receiver.core import MAX_REFRESHES_PER_DIGEST, ReceiverCore
 from shared.accounting import Outcome
+from shared.codec.models import load_codec
 from shared.config import LinkConfig, build_config
-from shared.cues import accept_probability, false_accept_probability, hamming
-from shared.protocol import (
+from shared.memory.cues import accept_probability, false_accept_probability, hamming
+from shared.protocol.messages import (
     Bye,
     Error,
     Hit,
@@ -91,6 +96,8 @@ from shared.protocol import (
     decode,
     encode,
 )
+from shared.scenarios import load_clip
+from transmitter.core import TransmitterCore
 
 # The matrix's link: a clip with scene cuts and returns (a few dozen prototypes, mostly hits), a
 # tight τ so that memories hold enough prototypes for ID desync to permute, DIGEST every 15.
@@ -432,9 +439,6 @@ class InProcessLink:
         refresh_timeout: float = 1.0,
         reorder_window: int = 64,
     ) -> None:
-        from channel.core import ChannelCore
-        from receiver.core import ReceiverCore
-        from transmitter.core import TransmitterCore
 
         self.config = config
         self.tx = TransmitterCore(config)
@@ -758,7 +762,6 @@ def _pair_risk(comparisons: dict[tuple[bytes, bytes, int], float]) -> float:
 
 
 def _max_refreshes_per_digest() -> int:
-    from receiver.core import MAX_REFRESHES_PER_DIGEST
 
     return MAX_REFRESHES_PER_DIGEST
 
@@ -803,8 +806,6 @@ def load_latents(
     scenario: str = SCENARIO, frames: int = FRAMES, config: LinkConfig | None = None
 ) -> np.ndarray:
     """The clip's latents through the shipped codec (as the Tx computes them)."""
-    from shared.codec import load_codec
-    from shared.scenarios import load_clip
 
     config = config or matrix_config()
     codec = load_codec(config.codec)
@@ -846,7 +847,6 @@ class NetworkBench:
         digest_every: int = DIGEST_EVERY,
         seed: int = SEED,
     ) -> None:
-        from shared.demo import Processes
 
         self.scenario, self.frames, self.every = scenario, frames, digest_every
         env = {
@@ -899,8 +899,6 @@ def run_network(
 
 def _network_cell(procs, rx, channel, cell: FaultCell, *, scenario, frames, every) -> CellResult:
     import httpx
-
-    from shared.demo import DemoError, wait_for
 
     started = time.perf_counter()
     base = channel.url
@@ -982,7 +980,6 @@ def _core_stats(snapshot: dict) -> dict:
 
 
 def _healthy(url: str) -> bool:
-    from shared.demo import get_json
 
     try:
         return get_json(f"{url}/healthz", timeout=5).get("status") == "ok"
@@ -1046,7 +1043,6 @@ def table_rows(results: Iterable[CellResult]) -> list[list[object]]:
 
 
 def render(results: list[CellResult]) -> str:
-    from shared.tables import render_table
 
     lines = [render_table(TABLE_HEADERS, table_rows(results))]
     failed = [r for r in results if r.problems()]

@@ -3,9 +3,9 @@
 How every memory kind — vq, hopfield, hopfield with HEN dynamics, adaptive (A-Hop) — stands up
 to the paper's two Rx memory errors (DESIGN.md, "Equations"): ID-map desync ρ and
 prototype noise σ. Each kind first gets its own τ, calibrated by the symmetric rule of
-:func:`shared.experiments.calibrate` to one clean-channel PSNR target (the clips' all-NEW PSNR
+:func:`experiments.table.calibrate` to one clean-channel PSNR target (the clips' all-NEW PSNR
 minus ``psnr_drop`` dB, as for Table I), so the kinds are compared at matched quality. Then every
-clip runs through the fault matrix's in-process link (:class:`shared.faults.InProcessLink`: the
+clip runs through the fault matrix's in-process link (:class:`experiments.faults.InProcessLink`: the
 Tx, channel and Rx cores on a virtual clock, with refreshes answered over a clean channel) and
 the channel corrupts the Rx memory once, before frame ``corrupt_at · N``.
 
@@ -21,7 +21,7 @@ the shown latent came from. A hit ends in exactly one of
 "Right" means the Rx's own copy of the referenced prototype, noised or not: what σ does to a copy
 that still passes its cue shows in ``exact`` (the shown latent is bit-equal to the Tx's) and in
 PSNR, not as a wrong retrieval. ``recall`` is the kind's own retrieval routine
-(:meth:`shared.memory.Memory.recall`) at the moment of corruption: the share of stored
+(:meth:`shared.memory.store.Memory.recall`) at the moment of corruption: the share of stored
 prototypes whose clean version, queried against the Rx's corrupted memory, names its own slot
 (a meta-stable HEN state counts as a failure). The Rx itself recovers by cue, not by similarity,
 so this column says what a kind's similarity would buy there, not what the link does.
@@ -39,13 +39,14 @@ from typing import Any
 
 import numpy as np
 
+from experiments.faults import InProcessLink
+from experiments.table import Clip, calibrate, prepare_clips, run_group
+from experiments.tables import Precise, render_table
 from shared.accounting import FrameRecord, LinkSummary, Outcome, psnr, semantic_bits, summarize
-from shared.codec import Codec
+from shared.codec.cache import DecodeCache
+from shared.codec.models import Codec
 from shared.config import LinkConfig
-from shared.experiments import Clip, calibrate, prepare_clips, run_group
-from shared.faults import InProcessLink
-from shared.protocol import Hit, Message, New, Refresh, RefreshRequest, encode
-from shared.simulator import DecodeCache
+from shared.protocol.messages import Hit, Message, New, Refresh, RefreshRequest, encode
 
 # Memory kinds: a label and the LinkConfig fields that make it (they override the base config).
 # HEN: iterate the Hopfield update (up to 10 steps) and treat a state within cosine 0.95 of no
@@ -212,9 +213,9 @@ def run_clip(
     """Run a clip's latents through the link; the Rx memory is corrupted once (ρ, σ) before
     frame ``round(corrupt_at · N)``. PSNR needs ``frames`` and ``decoder``.
 
-    The loop is :func:`shared.faults.run_cell`'s without impairment windows: deliver what is due,
-    tick the Rx, inject the event, send the frame, a DIGEST every ``digest_every`` frames; at the
-    end a last DIGEST, the refreshes it asks for, and BYE.
+    The loop is :func:`experiments.faults.run_cell`'s without impairment windows: deliver what is
+    due, tick the Rx, inject the event, send the frame, a DIGEST every ``digest_every`` frames; at
+    the end a last DIGEST, the refreshes it asks for, and BYE.
     """
     link = ObservedLink(config, seed=config.seed if seed is None else seed)
     n = len(latents)
@@ -455,7 +456,6 @@ HEADERS = [
 
 
 def table_rows(study: Study) -> list[list[object]]:
-    from shared.tables import Precise
 
     return [
         [
@@ -476,7 +476,6 @@ def table_rows(study: Study) -> list[list[object]]:
 
 
 def render(study: Study) -> str:
-    from shared.tables import render_table
 
     lines = [
         f"target PSNR {study.target_psnr:.2f} dB (all-NEW {study.ceiling_psnr:.2f} dB − drop); "

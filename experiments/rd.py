@@ -12,11 +12,11 @@ DELTA; :func:`shared.accounting.semantic_bits`) and the actually coded payload b
 messages; REFRESH traffic is included. The msgpack bytes of the messages are reported beside them
 (``wire_bytes_per_frame``; no websocket framing).
 
-**BD-rate** (:mod:`shared.bdrate`, pchip over log10 rate, Pareto frontiers, overlapping PSNR
+**BD-rate** (:mod:`experiments.bdrate`, pchip over log10 rate, Pareto frontiers, overlapping PSNR
 interval) of every method against ``vq`` (the paper's fixed-length VQ memory) and against H.264
-(libx264 via PyAV, :mod:`shared.realcodecs`, CRF swept, one I-frame per clip, start codes and
+(libx264 via PyAV, :mod:`experiments.realcodecs`, CRF swept, one I-frame per clip, start codes and
 x264's SEI excluded) on the very same 64×64 frames. Where the curves do not overlap, the H.264
-comparison falls back to H.264's bits at the link's best PSNR (:func:`shared.realcodecs.
+comparison falls back to H.264's bits at the link's best PSNR (:func:`experiments.realcodecs.
 bits_at_psnr`: its cheapest point when H.264 cannot go that low — then an upper bound on what
 H.264 would need, which flatters the link; see ``h264_side``). The paper's single-point view sits
 beside it: every method at a common target PSNR (:class:`MatchedRow`).
@@ -41,8 +41,14 @@ from typing import Any
 
 import numpy as np
 
-from shared.bdrate import INTERPOLATION, bd_rate, pareto_front
+from experiments.bdrate import INTERPOLATION, bd_rate, pareto_front
+from experiments.realcodecs import DEFAULT_CRFS, CodecPoint, bits_at_psnr, h264_points, pool_points
+from experiments.simulator import simulate
+from experiments.table import pool_runs, prepare_clips
+from shared.accounting import Outcome, psnr_batch, ssim
+from shared.codec.models import CodecError, load_codec
 from shared.config import ConfigError, LinkConfig, config_from_args
+from shared.scenarios import PROTOCOLS, SCENARIOS, ScenarioError
 
 # τ: dense near 1, where the cosines of unit-norm latents of one clip live.
 THRESHOLD_GRID: tuple[float, ...] = tuple(
@@ -225,7 +231,6 @@ class _Quality:
         self._ssim: dict[tuple[str, int, bytes], float] = {}
 
     def measure(self, clip, rx_latents: np.ndarray, shown: np.ndarray):
-        from shared.accounting import psnr_batch, ssim
 
         keys = [np.ascontiguousarray(z, dtype=np.float32).tobytes() for z in rx_latents]
         missing = sorted({k for k, s in zip(keys, shown, strict=True) if s} - self._frames.keys())
@@ -252,7 +257,6 @@ def resolve_groups(
     scenario: str | None, protocol: str | None
 ) -> tuple[list[str], dict[str, tuple[str, ...]], dict[str, str]]:
     """Clips to run and the groups to report: a scenario/file, a protocol, or all eight."""
-    from shared.scenarios import PROTOCOLS, SCENARIOS
 
     if scenario and protocol:
         raise RDError("give --scenario or --protocol, not both")
@@ -288,10 +292,6 @@ def run_rd(
     progress: Callable[[str], None] | None = None,
 ) -> RDResult:
     """Sweep every method's knob on every clip; pool per group; BD-rate and H.264 tables."""
-    from shared.accounting import Outcome
-    from shared.codec import load_codec
-    from shared.experiments import pool_runs, prepare_clips
-    from shared.simulator import simulate
 
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -353,8 +353,6 @@ def run_rd(
                 )
     h264_rows: list[dict] = []
     if h264:
-        from shared.realcodecs import DEFAULT_CRFS, h264_points, pool_points
-
         t0 = time.perf_counter()
         if progress:
             progress("h264")
@@ -375,7 +373,6 @@ def _curve(points: Sequence[RDPoint], group: str, method: str, metric: str):
 
 
 def _h264_points(h264_rows, group):
-    from shared.realcodecs import CodecPoint
 
     return [
         CodecPoint(r["codec"], r["knob"], r["bits_per_frame"], r["psnr"], r["ssim"])
@@ -407,7 +404,6 @@ def _bd_table(points, h264_rows, groups, methods) -> list[BDRow]:
 
 
 def _matched_table(points, h264_rows, groups, methods, psnr_drop) -> list[MatchedRow]:
-    from shared.realcodecs import bits_at_psnr
 
     rows: list[MatchedRow] = []
     for group in groups:
@@ -632,8 +628,6 @@ def add_rd_command(sub: argparse._SubParsersAction, add_config_arguments) -> Non
 
 
 def cmd_rd(args: argparse.Namespace) -> int:
-    from shared.codec import CodecError
-    from shared.scenarios import ScenarioError
 
     try:
         base = config_from_args(args)

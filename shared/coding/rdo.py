@@ -37,10 +37,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from shared.coding.entropy import SCALE_LEVELS, FrameSymbols
+from shared.coding.quantizer import Grid, QuantizerError, dequantize, normalize, quantize
 from shared.config import LinkConfig
-from shared.entropy import SCALE_LEVELS, FrameSymbols
-from shared.memory import Memory, Recall
-from shared.quantizer import Grid, QuantizerError, dequantize, normalize, quantize
+from shared.memory.store import Memory, Recall
 
 
 def scale_value(code: int) -> np.float32:

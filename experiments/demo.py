@@ -2,7 +2,7 @@
 
 Starts rx, channel and tx as separate processes (``python -m receiver`` …) on free loopback ports,
 each only once the previous one answers ``/healthz``; prints the live URLs, the dashboard's first
-(the channel serves it, see :mod:`shared.dashboard`); waits for the Tx to finish; reads the final
+(the channel serves it, see :mod:`channel.dashboard`); waits for the Tx to finish; reads the final
 stats of all three and prints a compact summary. ``--linger SECONDS`` keeps the three running that
 long after the clip so the dashboard stays live; ``--loop`` streams the clip over and over until
 Ctrl-C, then prints the summary. The children are terminated on the way out, Ctrl-C included.
@@ -28,6 +28,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from experiments.tables import fmt
+from shared.config import LinkConfig
 
 # Mild faults of a real link: rare bit errors on the forward path, 1 % loss, 5 ± 2 ms delay.
 DEMO_IMPAIRMENTS = (
@@ -218,7 +221,6 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _config_flags(args: argparse.Namespace) -> list[str]:
     """The link configuration flags given to the demo, passed on to every child."""
-    from shared.config import LinkConfig
 
     flags = []
     for name in LinkConfig.model_fields:
@@ -382,7 +384,6 @@ def _linger(seconds: float, url: str, quiet: bool) -> None:
 
 def summary_table(rx: dict, channel: dict, tx: dict) -> str:
     """The demo's compact report: what the Rx made of the frames, and what the channel did."""
-    from shared.tables import fmt
 
     def num(x: Any) -> Any:
         return float("nan") if x is None else x

@@ -3,7 +3,7 @@
 A latent value in [-R, R] maps to one of 2^b cells (mid-rise; values beyond R clip to the end
 cells); dequantization takes the cell centre and renormalizes. R (``latent_range``) is 1 in the
 paper; a unit-norm d-dimensional latent rarely leaves ±4/√d, so a range fitted to the codec
-(:func:`shared.codeceval.fit_latent_range`) spends the same bits on finer cells.
+(:func:`shared.coding.quantizer.fit_latent_range`) spends the same bits on finer cells.
 
 A :class:`LatentGrid` goes one step further: each dimension i has its own interval
 [c_i − h_i, c_i + h_i], fitted to where that dimension's values lie, still with 2^b uniform
@@ -17,6 +17,7 @@ same codes, so both memories hold the same float32 bits.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -169,3 +170,36 @@ def dequantize_weights(codes: np.ndarray) -> np.ndarray:
     if total <= 0:
         raise QuantizerError("soft weights are all zero")
     return (codes / total).astype(np.float32)
+
+
+# --- fitting a grid to a codec's latents (training writes it on the card) ----------------------
+
+RANGE_COVERAGE = 0.999  # fraction of latent values the fitted quantizer range keeps unclipped
+
+
+def fit_latent_range(latents: np.ndarray, coverage: float = RANGE_COVERAGE) -> float:
+    """The quantizer range R: the ``coverage`` quantile of |z| over sample latents (N, d).
+
+    Unit-norm latents use far less than [−1, 1] (about ±4/√d), so cells spent outside R are
+    wasted; values beyond R clip, which costs little at this coverage. Rounded up to 1/64 so the
+    number reads well in configs.
+    """
+    values = np.abs(np.asarray(latents, dtype=np.float64)).ravel()
+    if values.size == 0 or not np.isfinite(values).all():
+        raise ValueError("need finite sample latents to fit a quantizer range")
+    r = float(np.quantile(values, coverage))
+    return min(1.0, math.ceil(r * 64) / 64)
+
+
+def fit_latent_grid(latents: np.ndarray, coverage: float = RANGE_COVERAGE) -> LatentGrid:
+    """Per-dimension quantizer intervals: dimension i spans the central ``coverage`` of its
+    sample values (N, d), from the (1 − coverage)/2 to the (1 + coverage)/2 quantile."""
+    z = np.asarray(latents, dtype=np.float64)
+    if z.ndim != 2 or len(z) < 2 or not np.isfinite(z).all():
+        raise ValueError("need finite sample latents (N >= 2, d) to fit a quantizer grid")
+    tail = (1 - coverage) / 2
+    lo, hi = np.quantile(z, [tail, 1 - tail], axis=0)
+    half = np.maximum((hi - lo) / 2, 1e-6)
+    centre = (hi + lo) / 2
+    spread = float(np.mean(np.abs(z - centre) / half))
+    return LatentGrid(centre, half, min(1.0, spread))

@@ -38,7 +38,7 @@ class Hello(Message):
     model_digest: str
     version: int = PROTOCOL_VERSION
     auth: bytes = b""  # HMAC over the digests when the link has a shared secret
-    nonce: bytes = b""  # fresh per HELLO when authenticated (shared/security.py)
+    nonce: bytes = b""  # fresh per HELLO when authenticated (shared/protocol/security.py)
     stream: str = ""  # the Tx's stream id (one per Tx process): another id starts a new session
 
 
@@ -67,8 +67,9 @@ class New(Message):
 
 @dataclass(frozen=True)
 class Delta(Message):
-    """A miss sent predictively (shared/rdo.py): the residual to reference ``ref``'s prototype,
-    b′ = ``bits`` per value, packed; both memories store the reconstruction at ``slot``."""
+    """A miss sent predictively (shared/coding/rdo.py): the residual to reference ``ref``'s
+    prototype, b′ = ``bits`` per value, packed; both memories store the reconstruction at
+    ``slot``."""
 
     TYPE: ClassVar[str] = "delta"
     seq: int
@@ -83,8 +84,8 @@ class Delta(Message):
 
 @dataclass(frozen=True)
 class Coded(Message):
-    """A frame's symbols (HIT, DELTA or NEW), range-coded with adaptive models (shared/entropy.py);
-    the payload is the frame's whole bitstream."""
+    """A frame's symbols (HIT, DELTA or NEW), range-coded with adaptive models
+    (shared/coding/entropy.py); the payload is the frame's whole bitstream."""
 
     TYPE: ClassVar[str] = "coded"
     seq: int

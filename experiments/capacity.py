@@ -31,8 +31,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from shared.codec import CODECS, Codec, CodecError, Decoder, Encoder, save_codec
-from shared.training import (
+from experiments.training import (
     evaluate_psnr,
     hardware_description,
     holdout_frames,
@@ -40,6 +39,7 @@ from shared.training import (
     training_session,
     warm_start,
 )
+from shared.codec.models import CODECS, Codec, CodecError, Decoder, Encoder, save_codec
 
 __all__ = ["ClipSampler", "capacity_terms", "train_capacity"]
 
@@ -147,7 +147,7 @@ def train_capacity(
 ) -> dict:
     """Fine-tune codec ``init`` with Algorithm 1 and save it as codec ``name`` (+ its card)."""
     if name not in CODECS:
-        raise CodecError(f"unknown codec {name!r}; register it in shared.codec.CODECS first")
+        raise CodecError(f"unknown codec {name!r}; register it in shared.codec.models.CODECS first")
     spec = CODECS[name]
     if CODECS[init].latent_dim != spec.latent_dim or CODECS[init].frame_size != spec.frame_size:
         raise CodecError(f"codec {name!r} must have the shape of its starting codec {init!r}")

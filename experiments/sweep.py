@@ -4,18 +4,18 @@ A sweep is a list of *grids* (each the cartesian product of its parameter values
 *matched-quality study*. Parameters are the :class:`~shared.config.LinkConfig` fields (threshold τ,
 capacity M, beta β, transmission, cue_bits K, …) and the run's own: ``scenario`` (a scenario, a
 protocol name such as ``gradual_drift`` for its scenarios, ``all``, or a video file), ``rho`` and
-``sigma`` (one-shot Rx memory corruption at mid-clip, :class:`shared.simulator.Corruption`).
+``sigma`` (one-shot Rx memory corruption at mid-clip, :class:`experiments.simulator.Corruption`).
 
 SNR grids. A grid (or ``[fixed]``) that names ``ebn0_db`` runs each point through the real Tx,
 channel and Rx cores with the ``phy`` impairment on both directions
-(:func:`shared.snr.snr_point`, the same code as ``hoplink snr``); its other channel axes are
+(:func:`experiments.snr.snr_point`, the same code as ``hoplink snr``); its other channel axes are
 ``modulation`` (bpsk, qpsk, 16qam, 64qam), ``channel`` (awgn, rayleigh; alias ``fading``) and
 ``fec`` (none, repetition3, hamming74), with the phy's defaults (qpsk, awgn, none). The seed
 (``seed``, a LinkConfig field) is a whole repetition: the clip's random path and noise, the cue
 hyperplanes and the channel's draws. ``threshold = "matched"`` puts every method at its matched
 τ (DESIGN.md, "Comparing methods at matched quality"): per memory configuration, clip and seed,
 the lowest-rate τ whose clean-channel PSNR reaches the clip's all-NEW PSNR minus ``psnr_drop``
-(default 0.5 dB), found by :func:`shared.experiments.calibrate` before the channel is applied.
+(default 0.5 dB), found by :func:`experiments.table.calibrate` before the channel is applied.
 
 Everything the sweep measures goes to ``--out DIR``:
 
@@ -24,16 +24,16 @@ Everything the sweep measures goes to ``--out DIR``:
   outcome counts, ``digests_agree``, ``silent_wrong``, the Tx/Rx counters, seconds;
 - ``snr.csv`` — one row per SNR-grid run: the channel axes, the τ rule (``fixed`` or
   ``matched``, with the target, the clean-channel PSNR and bits at the calibrated τ), every
-  LinkConfig field, and :data:`shared.snr.POINT_COLUMNS` (bits/frame with refreshes, PSNR,
+  LinkConfig field, and :data:`experiments.snr.POINT_COLUMNS` (bits/frame with refreshes, PSNR,
   lost/concealed/recovered frames, measured BER, symbols per frame, η, C, κ and C in bits/s/Hz);
 - ``matched.csv`` — the matched-quality study: per β and group, hopfield and vq calibrated by the
-  symmetric rule (:func:`shared.experiments.calibrate`) and by the paper's one-sided protocol in
-  both directions (:func:`shared.experiments.bisect_into_window`);
+  symmetric rule (:func:`experiments.table.calibrate`) and by the paper's one-sided protocol in
+  both directions (:func:`experiments.table.bisect_into_window`);
 - ``timeline.csv`` — per-frame bits of the gradual-drift clips at the symmetric τ (Fig. 1b);
 - ``codecs.csv`` — H.264 and JPEG operating points of every clip of the study
-  (:mod:`shared.realcodecs`);
+  (:mod:`experiments.realcodecs`);
 - ``sweep.json`` — the spec and a log of every invocation (command, seconds, runs added);
-- ``figures/`` — Fig. 1(a), 1(b), 2, 3 as PNG and SVG (:mod:`shared.figures`).
+- ``figures/`` — Fig. 1(a), 1(b), 2, 3 as PNG and SVG (:mod:`experiments.figures`).
 
 Each run has a key (sha256 of all its parameters and the codec's weights digest). Rows are
 appended as runs finish; a second invocation skips every key already present, so an interrupted
@@ -60,10 +60,29 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 from channel.impairments.phy import Attributes as PhyAttributes
+from experiments.figures import make_figures
+from experiments.realcodecs import (
+    DEFAULT_CRFS,
+    DEFAULT_JPEG_QUALITIES,
+    X264_EXTRA_PARAMS,
+    h264_points,
+    jpeg_points,
+)
+from experiments.simulator import Corruption, simulate
+from experiments.snr import POINT_COLUMNS, snr_point
+from experiments.sweep_rows import MATCHED_GROUPS, RULES, read_rows
+from experiments.table import (
+    MATCH_TOLERANCE_DB,
+    bisect_into_window,
+    calibrate,
+    prepare_clips,
+    run_group,
+)
 from shared.accounting import LinkSummary, Outcome
+from shared.codec.cache import DecodeCache
+from shared.codec.models import CODECS, codecs_dir, load_codec
 from shared.config import ConfigError, LinkConfig, build_config
-from shared.scenarios import DEFAULT_FRAMES, PROTOCOLS, SCENARIOS, protocol_of
-from shared.snr import POINT_COLUMNS
+from shared.scenarios import DEFAULT_FRAMES, PROTOCOLS, SCENARIOS, load_clip, protocol_of
 
 __all__ = [
     "PRESETS",
@@ -99,31 +118,6 @@ ALIASES = {
     "σ": "sigma",
     "fading": "channel",
 }
-MATCHED_GROUPS: dict[str, tuple[str, ...]] = {**PROTOCOLS, "scene_change": ("scene_change",)}
-RULES = (
-    "symmetric",
-    "one_sided_vq_fixed",
-    "one_sided_hopfield_fixed",
-    "one_sided_vq_fixed_slack",
-    "one_sided_hopfield_fixed_slack",
-)
-RULE_LABELS = {
-    "symmetric": "symmetric (both τ calibrated: lowest rate with PSNR ≥ target)",
-    "one_sided_vq_fixed": (
-        "ONE-SIDED, the paper's protocol (vq τ fixed; hopfield τ bisected until its PSNR is "
-        "within 0.2 dB of vq's, first τ in the window kept)"
-    ),
-    "one_sided_hopfield_fixed": "ONE-SIDED, reversed (hopfield τ fixed; vq τ bisected likewise)",
-    "one_sided_vq_fixed_slack": (
-        "ONE-SIDED, slack spent (vq τ fixed; hopfield at its lowest-rate τ with "
-        "PSNR ≥ vq's − 0.2 dB)"
-    ),
-    "one_sided_hopfield_fixed_slack": (
-        "ONE-SIDED, slack spent, reversed (hopfield τ fixed; vq at its lowest-rate τ with "
-        "PSNR ≥ hopfield's − 0.2 dB)"
-    ),
-}
-
 CONFIG_FIELDS = tuple(LinkConfig.model_fields)
 TX_COUNTERS = ("metastable", "refreshes_sent", "refreshes_refused")
 RX_COUNTERS = (
@@ -638,12 +632,6 @@ def expand(spec: SweepSpec, base: LinkConfig, codec_digest: str) -> tuple[list[T
                 key = _key({"kind": "matched", **params})
                 tasks[key] = Task("matched", key, params)
         if m.codecs:
-            from shared.realcodecs import (
-                DEFAULT_CRFS,
-                DEFAULT_JPEG_QUALITIES,
-                X264_EXTRA_PARAMS,
-            )
-
             for scenario in SCENARIOS:
                 params = {
                     "scenario": scenario,
@@ -707,9 +695,6 @@ def init_worker(codec_name: str) -> None:
     matched thresholds."""
     import torch
 
-    from shared.codec import load_codec
-    from shared.simulator import DecodeCache
-
     torch.set_num_threads(1)
     codec = load_codec(codec_name)
     _WORKER.update(
@@ -718,7 +703,6 @@ def init_worker(codec_name: str) -> None:
 
 
 def _clip(scenario: str, n_frames: int, seed: int):
-    from shared.experiments import prepare_clips
 
     cache = _WORKER["clips"]
     key = (scenario, n_frames, seed)
@@ -767,7 +751,6 @@ def _summary_fields(summary) -> dict[str, Any]:
 
 
 def _run_row(task: Task) -> dict[str, Any]:
-    from shared.simulator import Corruption, DecodeCache, simulate
 
     p = task.params
     config = build_config(p["config"], read_env=False)
@@ -806,7 +789,6 @@ def _clean_target(
 ) -> tuple[float, float]:
     """(ceiling, target) of the matched-quality rule: the clips' all-NEW PSNR (every frame sent
     as a quantized latent, the codec's ceiling on this link) and that minus ``psnr_drop``."""
-    from shared.experiments import run_group
 
     all_new = config.replace(memory="vq", threshold=1.0, transmission="index")
     ceiling = run_group(clips, all_new, decoder, False)
@@ -816,7 +798,6 @@ def _clean_target(
 def _matched_threshold(clip, config: LinkConfig, psnr_drop: float) -> dict[str, float]:
     """The method's matched τ on a clean channel (memoized per worker: every Eb/N0 of a curve
     shares it) with the target, and the PSNR and bits/frame it reaches."""
-    from shared.experiments import calibrate
 
     cache = _WORKER["matched_tau"]
     key = _key({"config": config.replace(threshold=1.0).model_dump(), "clip": clip.name,
@@ -835,8 +816,6 @@ def _matched_threshold(clip, config: LinkConfig, psnr_drop: float) -> dict[str, 
 
 
 def _snr_row(task: Task) -> dict[str, Any]:
-    from shared.simulator import DecodeCache
-    from shared.snr import snr_point
 
     p = task.params
     config = build_config(p["config"], read_env=False)
@@ -866,7 +845,6 @@ def _snr_row(task: Task) -> dict[str, Any]:
 
 
 def _matched_rows(task: Task) -> dict[str, list[dict[str, Any]]]:
-    from shared.experiments import MATCH_TOLERANCE_DB, bisect_into_window, calibrate
 
     p = task.params
     config = build_config(p["config"], read_env=False)
@@ -947,8 +925,6 @@ def _matched_rows(task: Task) -> dict[str, list[dict[str, Any]]]:
 
 
 def _codec_rows(task: Task) -> list[dict[str, Any]]:
-    from shared.realcodecs import h264_points, jpeg_points
-    from shared.scenarios import load_clip
 
     p = task.params
     size = _WORKER["codec"].frame_size  # the very frames the link sees
@@ -1019,29 +995,6 @@ def _cell(value: Any) -> Any:
     if isinstance(value, float) and math.isfinite(value):
         return repr(value)
     return value
-
-
-def _parse_cell(text: str) -> Any:
-    if text == "":
-        return None
-    if text in ("True", "False"):
-        return text == "True"
-    try:
-        number = float(text)
-    except ValueError:
-        return text
-    if number.is_integer() and "." not in text and "e" not in text.lower() and "n" not in text:
-        return int(number)
-    return number
-
-
-def read_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Rows of a sweep CSV with numbers, booleans and empty cells (None) parsed back."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    with path.open(newline="") as f:
-        return [{k: _parse_cell(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 # --- running --------------------------------------------------------------------------------------
@@ -1129,8 +1082,6 @@ def run_sweep(
     """Run every task of ``spec`` not yet in ``out_dir``, append the rows, draw the figures."""
     from tqdm import tqdm
 
-    from shared.codec import CODECS, codecs_dir
-
     started = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -1166,8 +1117,6 @@ def run_sweep(
     outcome = SweepOutcome(out, len(tasks), len(tasks) - len(pending), added, skipped, elapsed)
     _log_invocation(out, spec, base, outcome, workers, use_ray, command)
     if figures:
-        from shared.figures import make_figures
-
         outcome.figures = make_figures(out)
     return outcome
 

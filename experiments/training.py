@@ -1,4 +1,4 @@
-"""Training of the learned codecs in :mod:`shared.codec`, from scratch, in bounded wall-clock time.
+"""Training of the learned codecs (:mod:`shared.codec.models`) from scratch, in bounded time.
 
 Data are the real photographs that ship inside scikit-image's wheel (nothing is downloaded):
 random-scale crops, resized to the frame size with an area filter, with flips, small rotations,
@@ -6,8 +6,8 @@ illumination/colour jitter and occasional blur. The rightmost eighth of every ph
 out: training crops never touch it, and :func:`holdout_frames` (the eval PSNR of the card) is cut
 from it only.
 
-Run ``python -m shared.training --name ae64 --minutes 10`` to rebuild ``shared/codecs/ae64.pt``
-and its card ``ae64.json``.
+Run ``python -m experiments.training --name ae64 --minutes 10`` to rebuild
+``shared/codec/weights/ae64.pt`` and its card ``ae64.json``.
 """
 
 from __future__ import annotations
@@ -30,17 +30,19 @@ from PIL import Image, ImageFilter
 from tqdm import tqdm
 
 from shared.accounting import psnr_batch
-from shared.codec import (
+from shared.codec.models import (
     CODECS,
     Codec,
     CodecError,
     CodecSpec,
     Decoder,
     Encoder,
+    codec_card,
     codecs_dir,
+    load_codec,
     save_codec,
 )
-from shared.codeceval import fit_latent_grid, fit_latent_range
+from shared.coding.quantizer import fit_latent_grid, fit_latent_range
 
 __all__ = [
     "CropSampler",
@@ -295,8 +297,8 @@ def train_codec(
     elapsed fraction of the time budget (or of ``steps`` when given, which makes a run
     reproducible step for step), so the run always ends annealed. Writes ``<name>.pt`` (spec +
     float32 state_dict) and ``<name>.json`` (the card) into ``out_dir`` (default: the shipped
-    :func:`~shared.codec.codecs_dir`). ``spec`` overrides the registry entry (for experiments;
-    its name then names the files). ``steps`` replaces the time budget by a step count.
+    :func:`~shared.codec.zoo.codecs_dir`). ``spec`` overrides the registry entry (for
+    experiments; its name then names the files). ``steps`` replaces the time budget by a step count.
     ``threads`` sets torch's CPU threads for the run (default: leave them as they are).
     ``init`` names a shipped codec to start from (:func:`warm_start`) instead of random weights.
     ``min_zoom`` is the smallest crop side in frame sizes (see :class:`CropSampler`).
@@ -442,7 +444,7 @@ def _train(
     train_latents = codec.encode(train_frames)
     eval_psnr = evaluate_psnr(codec, holdout_frames(eval_frames, spec.frame_size))
     command = (
-        f"python -m shared.training --name {spec.name} --minutes {minutes:g} --seed {seed} "
+        f"python -m experiments.training --name {spec.name} --minutes {minutes:g} --seed {seed} "
         f"--device {dev.type} --batch-size {batch_size} --lr {lr:g} --bank-size {bank_size}"
         + (f" --steps {steps}" if steps is not None else "")
         + (f" --init {init}" if init is not None else "")
@@ -500,7 +502,6 @@ def quantizer_fit(latents: np.ndarray) -> dict:
 def refit_quantizer(name: str, seed: int = 0, n: int = 1024, out_dir: Path | None = None) -> dict:
     """Fit codec ``name``'s quantizer range and grid again (on ``n`` augmented training crops,
     as training does) and write them into its card, leaving the weights alone."""
-    from shared.codec import codec_card, load_codec
 
     folder = Path(out_dir) if out_dir is not None else codecs_dir()
     codec = load_codec(name, folder)

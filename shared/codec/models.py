@@ -1,8 +1,8 @@
 """The learned codec: frames <-> unit-norm latents (the ``z_t`` of the design's link diagram).
 
 A codec is a named entry in :data:`CODECS` (its architecture, a :class:`CodecSpec`) plus a
-weights file ``shared/codecs/<name>.pt`` and a card ``shared/codecs/<name>.json`` saying how the
-weights were trained and what they reach (written by :mod:`shared.training`).
+weights file ``shared/codec/weights/<name>.pt`` and a card ``<name>.json`` beside it saying how
+the weights were trained and what they reach (written by :mod:`experiments.training`).
 
 :class:`Encoder` and :class:`Decoder` are the trainable ``nn.Module``s; :class:`Codec` is the
 inference wrapper both ends use (eval mode, no autograd, numpy in and out). Two ends agree on a
@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shared.cards import codec_card, codecs_dir
+from shared.codec.zoo import codec_card, codecs_dir
+from shared.config import ConfigError
 
 __all__ = [
     "CODECS",
@@ -130,7 +131,7 @@ CODECS: dict[str, CodecSpec] = {
     "ae64w": CodecSpec(name="ae64w", dec_widths=(192, 96, 48)),
     "ae64d128": CodecSpec(name="ae64d128", latent_dim=128),
     "ae64d256": CodecSpec(name="ae64d256", latent_dim=256),
-    # ae64 fine-tuned by Algorithm 1 (shared/capacity.py) for reasoning capacity.
+    # ae64 fine-tuned by Algorithm 1 (experiments/capacity.py) for reasoning capacity.
     "ae64cap": CodecSpec(name="ae64cap"),
     # 128x128 frames: one more stride-2 stage, so the bottleneck is 8x8 again.
     "ae128": CodecSpec(
@@ -381,8 +382,6 @@ def load_codec(name: str = "ae64", weights_dir: Path | None = None) -> Codec:
 
 def codec_for(config, codec: Codec | None = None) -> Codec:
     """The codec a link configuration names (or ``codec``), checked against its latent_dim."""
-    from shared.config import ConfigError
-
     codec = codec or load_codec(config.codec)
     if codec.latent_dim != config.latent_dim:
         raise ConfigError(

@@ -1,7 +1,7 @@
 """``hoplink report``: a one-page Markdown and HTML report of a sweep folder.
 
 The report is a list of small blocks (headings, paragraphs, tables, figures) built from the CSVs
-and figures that :mod:`shared.sweep` wrote, rendered twice: to Markdown and, through a tiny
+and figures that :mod:`experiments.sweep` wrote, rendered twice: to Markdown and, through a tiny
 template with no dependencies, to HTML. It shows the headline (hopfield's bit reduction over vq
 at matched PSNR, per comparison rule and β), Table I for one β with the H.264 and JPEG rows at
 the PSNR the semantic link reaches, what the grid covered, the link against channel Eb/N0 (an
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shared.figures import (
+from experiments.figures import (
     at_capacity,
     clean,
     codec_curves,
@@ -29,9 +29,18 @@ from shared.figures import (
     pool_by_protocol,
     reference_capacity,
 )
-from shared.realcodecs import bits_at_psnr
+from experiments.realcodecs import bits_at_psnr
+from experiments.snr import (
+    CURVE_KEYS,
+    aggregate,
+    breakdown,
+    curve_of,
+    method_label,
+    paired_difference,
+)
+from experiments.sweep import CONFIG_FIELDS
+from experiments.sweep_rows import MATCHED_GROUPS, RULE_LABELS, RULES, read_rows
 from shared.scenarios import PROTOCOLS
-from shared.sweep import CONFIG_FIELDS, MATCHED_GROUPS, RULE_LABELS, RULES, read_rows
 
 FIGURE_CAPTIONS = {
     "fig1a_savings_vs_tau": "Fig. 1(a) — bit savings of hopfield over vq at the same τ, per "
@@ -420,15 +429,7 @@ def _snr_blocks(rows: list[dict]) -> list[Block]:
     """Per curve (scenario, modulation, FEC, fading): PSNR, bits/frame and C in bits/s/Hz of
     every method vs Eb/N0 (mean ± 95 % interval over seeds), and each method minus vq paired by
     seed; before them, the τ each method was calibrated to and where each method's curve leaves
-    its floor and reaches its clean level (:func:`shared.snr.breakdown`)."""
-    from shared.snr import (
-        CURVE_KEYS,
-        aggregate,
-        breakdown,
-        curve_of,
-        method_label,
-        paired_difference,
-    )
+    its floor and reaches its clean level (:func:`experiments.snr.breakdown`)."""
 
     if not rows:
         return []

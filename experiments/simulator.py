@@ -22,9 +22,9 @@ from shared.accounting import (
     ssim,
     summarize,
 )
-from shared.codec import Codec
+from shared.codec.cache import DecodeCache
 from shared.config import LinkConfig
-from shared.protocol import Corrupt, Message, Refresh, RefreshRequest, decode, encode
+from shared.protocol.messages import Corrupt, Message, Refresh, RefreshRequest, decode, encode
 from transmitter.core import TransmitterCore, TxCounters
 
 
@@ -50,21 +50,6 @@ class SimResult:
     rx_latents: np.ndarray
     refresh_bits: int  # Tx→Rx REFRESH traffic (semantic bits), included in bits/frame
     feedback_bits: int  # Rx→Tx REFRESH_REQUEST traffic
-
-
-class DecodeCache:
-    """Decodes latents to frames, reusing frames of latents seen before (hits repeat them)."""
-
-    def __init__(self, codec: Codec) -> None:
-        self.codec = codec
-        self._frames: dict[bytes, np.ndarray] = {}
-
-    def __call__(self, latent: np.ndarray) -> np.ndarray:
-        key = np.ascontiguousarray(latent, dtype=np.float32).tobytes()
-        frame = self._frames.get(key)
-        if frame is None:
-            frame = self._frames[key] = self.codec.decode(latent)[0]
-        return frame
 
 
 def simulate(
