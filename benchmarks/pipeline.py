@@ -27,7 +27,7 @@ from benchmarks.channel_hop import ChildProcess, scale_run
 from benchmarks.codec import run as codec_run
 from benchmarks.timing import percentiles, rss_mb
 from experiments.demo import Processes, get_json, wait_for
-from experiments.simulator import simulate
+from experiments.link import simulate
 from shared.codec.cache import DecodeCache
 from shared.codec.models import CODECS, load_codec
 from shared.config import build_config

@@ -46,12 +46,11 @@ from channel.core import DIRECTIONS, MAX_CORRUPT_SIGMA, ChannelCore, Delivery, I
 from channel.dashboard import dashboard_router, http_base, page_config
 from channel.impairments import impairment_schemas
 from shared.config import ConfigError, LinkConfig
+from shared.protocol.handshake import CloseCode, LinkEvent, LinkState, LinkStateMachine
 from shared.protocol.security import check_control_binding, require_control_token
 from shared.service import (
     ChannelSettings,
-    CloseCode,
     Health,
-    LinkState,
     create_app,
     dial_link,
     get_service,
@@ -148,13 +147,22 @@ class Outbox:
 
 class _Link:
     """One Tx link and its Rx leg: its own impairment pipeline (a core seeded with the link's
-    number), its own outboxes and poll task. Links share nothing but the impairment settings."""
+    number), its own outboxes and poll task, its own state machine (streaming from the moment both
+    legs are open, closed when one side closed). Links share nothing but the impairment
+    settings."""
 
-    def __init__(self, number: int, core: ChannelCore, tx: WebSocket, rx: ClientConnection) -> None:
+    def __init__(
+        self,
+        number: int,
+        core: ChannelCore,
+        tx: WebSocket,
+        rx: ClientConnection,
+        machine: LinkStateMachine,
+    ) -> None:
         self.number = number
         self.core = core
         self.tx, self.rx = tx, rx
-        self.state = LinkState.STREAMING
+        self.machine = machine
         self.outboxes = {"tx_to_rx": Outbox(rx.send), "rx_to_tx": Outbox(tx.send_bytes)}
         self._wake = asyncio.Event()
         self._next_poll: float | None = None
@@ -185,7 +193,11 @@ class _Link:
                 task.cancel()
             with contextlib.suppress(Exception):
                 await self.rx.close()
-            self.state = LinkState.CLOSED
+            self.machine.handle(LinkEvent.CLOSE)
+
+    @property
+    def state(self) -> LinkState:
+        return self.machine.state
 
     def retire(self, now: float) -> None:
         """The link is over: what the core still holds and what is queued is discarded (and
@@ -408,6 +420,8 @@ class ChannelService:
 
     @property
     def state(self) -> LinkState:
+        """The channel's state, summed over its links' machines: streaming while any link
+        streams, connecting while a Rx leg is dialed, idle otherwise."""
         if any(link.state is LinkState.STREAMING for link in self.open.values()):
             return LinkState.STREAMING
         return LinkState.CONNECTING if self.dialing else LinkState.IDLE
@@ -420,19 +434,23 @@ class ChannelService:
             reason = f"the channel already serves {cap} links (--max-links {cap})"
             await tx.close(CloseCode.LINK_BUSY, reason)
             return
+        machine = LinkStateMachine()
+        machine.handle(LinkEvent.DIAL)  # this Tx's Rx leg
         self.dialing += 1
         try:
             rx = await dial_link(self.settings.rx_url)
         except Exception as exc:  # refused, timeout, bad URL: the Tx retries with backoff
             self.rx_connect_failures += 1
             log.warning("cannot reach the receiver at %s: %s", self.settings.rx_url, exc)
+            machine.handle(LinkEvent.CLOSE)
             await tx.close(CloseCode.RX_UNREACHABLE, f"receiver unreachable: {exc}"[:123])
             return
         finally:
             self.dialing -= 1
+        machine.handle(LinkEvent.BRIDGED)  # both legs open; the HELLOs pass through the core
         number = self.links
         self.links += 1
-        link = self.open[number] = _Link(number, self._new_core(number), tx, rx)
+        link = self.open[number] = _Link(number, self._new_core(number), tx, rx, machine)
         try:
             self.last_close = await link.run(self.settings.flush_timeout)
         finally:

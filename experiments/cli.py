@@ -43,7 +43,7 @@ def _print_json(payload: object) -> None:
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
-    from experiments.simulator import Corruption, simulate  # deferred: imports torch
+    from experiments.link import Corruption, simulate  # deferred: imports torch
     from shared.codec.cache import DecodeCache  # deferred: imports torch
     from shared.codec.models import codec_for  # deferred: imports torch
     from shared.scenarios import load_clip  # deferred: imports av

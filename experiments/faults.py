@@ -5,7 +5,8 @@ accounts for every frame, never decodes a wrong frame silently more often than i
 and its two memories re-converge once the faults stop. Each :class:`FaultCell` names a fault
 (bit errors, loss, bursts, ID desync, prototype noise, reorder, duplication, and combinations);
 running it yields a :class:`CellResult` whose :meth:`CellResult.problems` lists every broken
-promise. ``hoplink faults`` prints the matrix; ``tests/test_faults.py`` asserts it is clean.
+promise. ``hoplink faults`` prints the matrix; ``tests/experiments/test_faults.py`` asserts it is
+clean.
 
 Two runners, one set of cells:
 
@@ -44,20 +45,20 @@ budget and arriving before the next frame on a clean link. So ⌈D/R⌉ DIGESTs 
 and the memories are equal within ``N·(⌈D/R⌉ + 1) + 1`` frames of the stop (one spare period
 for a repair that races a DIGEST), and stay equal.
 
-**Process faults** (tests/test_faults.py, tests/test_network.py). A killed Rx restarts empty: it
-persists nothing. The Tx reconnects with capped backoff; the fresh Rx opens a new session, counts
-the frames before its first as lost (none skipped silently), and re-learns the memory the way
-every divergence is repaired: hits on references it lacks ask for refreshes at once, and each
-DIGEST names up to 32 stale references, answered within the Tx's refresh budget — the memories
-agree within N·(⌈M/R⌉ + 1) + 1 frames for M references. A snapshot on disk was not chosen: it
-would still have to be checked against the Tx by a DIGEST (NEWs sent while the Rx was down are
-gone, evictions rewrite slots, a snapshot may come from another session or configuration), so
-it would only save the refresh traffic — at most M·(⌈log2 M⌉ + d·b) bits, 16.6 kB at the
-defaults, spread over ⌈M/32⌉ DIGEST periods — for disk state that must itself be versioned,
-verified and kept fresh. A killed Tx restarts at frame 0 with an empty memory; its HELLO carries a
-new stream id, so the Rx opens a new session instead of taking its frames for duplicates of the
-dead stream's. A restarted channel: the Tx reconnects, the Rx resumes the session (same stream id)
-and counts the frames lost in the break.
+**Process faults** (tests/e2e/test_faults.py, tests/e2e/test_network.py). A killed Rx restarts
+empty: it persists nothing. The Tx reconnects with capped backoff; the fresh Rx opens a new
+session, counts the frames before its first as lost (none skipped silently), and re-learns the
+memory the way every divergence is repaired: hits on references it lacks ask for refreshes at once,
+and each DIGEST names up to 32 stale references, answered within the Tx's refresh budget — the
+memories agree within N·(⌈M/R⌉ + 1) + 1 frames for M references. A snapshot on disk was not chosen:
+it would still have to be checked against the Tx by a DIGEST (NEWs sent while the Rx was down are
+gone, evictions rewrite slots, a snapshot may come from another session or configuration), so it
+would only save the refresh traffic — at most M·(⌈log2 M⌉ + d·b) bits, 16.6 kB at the defaults,
+spread over ⌈M/32⌉ DIGEST periods — for disk state that must itself be versioned, verified and kept
+fresh. A killed Tx restarts at frame 0 with an empty memory; its HELLO carries a new stream id, so
+the Rx opens a new session instead of taking its frames for duplicates of the dead stream's. A
+restarted channel: the Tx reconnects, the Rx resumes the session (same stream id) and counts the
+frames lost in the break.
 
 **Which cells run where.** Every cell runs in process (seconds for the whole matrix); four
 cells, one per family (bit errors + loss, bursts + reorder + duplication + feedback loss, memory
@@ -68,8 +69,6 @@ the truth, so silent wrong decodes and the re-convergence time are checked in pr
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -79,25 +78,15 @@ from typing import Any
 
 import numpy as np
 
-from channel.core import ChannelCore
 from experiments.demo import DemoError, Processes, get_json, wait_for
+from experiments.link import InProcessLink, run_stream
 from experiments.tables import render_table
-from receiver.core import MAX_REFRESHES_PER_DIGEST, ReceiverCore
+from receiver.core import MAX_REFRESHES_PER_DIGEST
 from shared.accounting import Outcome
 from shared.codec.models import load_codec
 from shared.config import LinkConfig, build_config
-from shared.memory.cues import accept_probability, false_accept_probability, hamming
-from shared.protocol.messages import (
-    Bye,
-    Error,
-    Hit,
-    Message,
-    ProtocolError,
-    decode,
-    encode,
-)
+from shared.memory.cues import false_accept_probability
 from shared.scenarios import load_clip
-from transmitter.core import TransmitterCore
 
 # The matrix's link: a clip with scene cuts and returns (a few dozen prototypes, mostly hits), a
 # tight τ so that memories hold enough prototypes for ID desync to permute, DIGEST every 15.
@@ -421,250 +410,7 @@ class CellResult:
         return {**asdict(self), "accounted": self.accounted, "problems": self.problems()}
 
 
-# --- the in-process link -------------------------------------------------------------------------
-
-
-class InProcessLink:
-    """Tx core → channel core → Rx core (and back) on a virtual clock.
-
-    Every message is encoded and decoded as on the network; deliveries leave the channel at the
-    times it gives them and are processed in time order; the Rx ticks at every frame time.
-    """
-
-    def __init__(
-        self,
-        config: LinkConfig,
-        *,
-        seed: int = SEED,
-        refresh_timeout: float = 1.0,
-        reorder_window: int = 64,
-    ) -> None:
-
-        self.config = config
-        self.tx = TransmitterCore(config)
-        self.rx = ReceiverCore(
-            config, refresh_timeout=refresh_timeout, reorder_window=reorder_window
-        )
-        self.channel = ChannelCore(config, seed=seed)
-        self.now = 0.0
-        self._heap: list[tuple[float, int, str, bytes]] = []
-        self._order = itertools.count()
-        # What the Tx meant, per frame: the latent a faithful Rx shows, and for hits the cue.
-        self.expected: dict[int, np.ndarray] = {}
-        self.true_cue: dict[int, int] = {}
-        self.outcomes: dict[int, Outcome] = {}
-        self.settled_twice = 0
-        self.rx_decode_errors = 0
-        self.tx_errors = 0  # messages from the Rx the Tx could not use
-        self.silent: list[tuple[bytes, bytes]] = []  # (shown, true) of silent wrong frames
-        self.risk = 0.0
-        self.pair_risk: dict[tuple[bytes, bytes, int], float] = {}
-        self.payload_wrong = 0
-        self.refresh_wrong = 0  # hits shown from a refresh that were not the Tx's latent
-        self._pending_risk: dict[int, dict[tuple[bytes, bytes, int], float]] = {}
-
-    # -- moving messages ---------------------------------------------------------------------------
-
-    def send(self, direction: str, message: Message | bytes) -> None:
-        data = message if isinstance(message, bytes) else encode(message)
-        for delivery in self.channel.on_data(direction, data, self.now):
-            self._push(delivery.at, direction, delivery.data)
-
-    def inject(self, data: bytes) -> None:
-        """A message from the channel itself to the Rx (corruption events), not impaired."""
-        self._push(self.now, "tx_to_rx", data)
-
-    def _push(self, at: float, direction: str, data: bytes) -> None:
-        heapq.heappush(self._heap, (max(at, self.now), next(self._order), direction, data))
-
-    def run_until(self, t: float) -> None:
-        """Deliver everything due up to time ``t`` (held messages released on the way)."""
-        while True:
-            due = self.channel.next_poll_at()
-            due = math.inf if due is None else max(due, self.now)
-            at = self._heap[0][0] if self._heap else math.inf
-            if min(due, at) > t:
-                break
-            if due <= at:
-                self.now = due
-                for direction, delivery in self.channel.poll(due):
-                    self._push(delivery.at, direction, delivery.data)
-                continue
-            at, _, direction, data = heapq.heappop(self._heap)
-            self.now = max(self.now, at)
-            if direction == "tx_to_rx":
-                self._to_rx(data)
-            else:
-                self._to_tx(data)
-        self.now = max(self.now, t)
-
-    @property
-    def idle(self) -> bool:
-        return not self._heap and self.channel.next_poll_at() is None
-
-    def _to_rx(self, data: bytes) -> None:
-        try:
-            message = decode(data)
-        except ProtocolError as exc:  # the shell counts it and answers with an ERROR
-            self.rx_decode_errors += 1
-            self.send("rx_to_tx", Error(code="bad_message", reason=str(exc)[:200]))
-            return
-        risk = self._hit_risk(message) if isinstance(message, Hit) else None
-        step = self.rx.on_message(message, self.now)
-        self._settle(step.frames, risk)
-        for reply in step.replies:
-            self.send("rx_to_tx", reply)
-
-    def _to_tx(self, data: bytes) -> None:
-        try:
-            message = decode(data)
-        except ProtocolError:
-            self.tx_errors += 1
-            return
-        if isinstance(message, Error):
-            self.tx_errors += 1
-            return
-        try:
-            replies = self.tx.on_message(message)
-        except ProtocolError:
-            self.tx_errors += 1
-            return
-        for reply in replies:
-            self.send("tx_to_rx", reply)
-
-    def tick(self) -> None:
-        self._settle(self.rx.tick(self.now).frames, None)
-
-    # -- frames ------------------------------------------------------------------------------------
-
-    def frame(self, seq: int, latent: np.ndarray) -> None:
-        decision = self.tx.on_frame(seq, self.now, latent)
-        self.expected[seq] = decision.latent
-        if isinstance(decision.message, Hit):
-            self.true_cue[seq] = decision.message.cue
-        self.send("tx_to_rx", decision.message)
-
-    def end_stream(self, n: int, fps: float) -> None:
-        """End of stream as the Tx client does it: a last DIGEST, then BYE (held by the Rx shell
-        until the frames it overtook arrived); refreshes answering the last DIGEST are served
-        meanwhile."""
-        self.run_until(n / fps)
-        self.send("tx_to_rx", self.tx.digest())
-        deadline = self.now + 30.0
-        while (not self.idle or self.rx._pending) and self.now < deadline:
-            self.run_until(self.now + 0.05)
-            self.tick()
-        self.run_until(self.now + 0.05)
-        self._settle(self.rx.on_message(Bye(last_seq=n - 1), self.now).frames, None)
-
-    def _settle(self, frames: Iterable, risk: dict[tuple[bytes, bytes, int], float] | None) -> None:
-        for frame in frames:
-            if frame.outcome is None:  # provisional: the hit waits for a refresh
-                if risk is not None:
-                    self._pending_risk[frame.seq] = risk
-                continue
-            if frame.seq in self.outcomes:
-                self.settled_twice += 1
-                continue
-            self.outcomes[frame.seq] = frame.outcome
-            frame_risk = risk if risk is not None else self._pending_risk.pop(frame.seq, None)
-            expected = self.expected.get(frame.seq)
-            if frame_risk is not None:
-                self.risk += min(1.0, sum(frame_risk.values()))
-                for key, p in frame_risk.items():
-                    self.pair_risk[key] = max(self.pair_risk.get(key, 0.0), p)
-            if (
-                expected is None
-                or frame.latent is None
-                or frame.outcome in (Outcome.CONCEALED, Outcome.LOST)
-                or np.array_equal(frame.latent, expected)
-            ):
-                continue
-            if frame.seq in self.true_cue:  # a hit accepted by its cue (after a repair or not)
-                self.silent.append((_key(frame.latent), _key(expected)))
-                if frame.outcome is Outcome.RECOVERED_REFRESH:
-                    self.refresh_wrong += 1
-            else:
-                self.payload_wrong += 1
-
-    # -- the cue model (what a silent wrong decode may cost) --------------------------------------
-
-    def _hit_risk(self, hit: Hit) -> dict[tuple[bytes, bytes, int], float] | None:
-        """Upper bounds of P(the Rx accepts a wrong latent for this hit), per wrong candidate
-        (keyed by the comparison: shown latent, true latent, cue bits flipped on the way)."""
-        expected = self.expected.get(hit.seq)
-        true_cue = self.true_cue.get(hit.seq)
-        if expected is None or true_cue is None:
-            return None  # a seq the channel changed (whole-frame errors): not modelled
-        cfg, rx = self.config, self.rx
-        bits, tolerance = cfg.cue_bits, cfg.cue_tolerance
-        flipped = hamming(hit.cue, true_cue)
-        true = _key(expected)
-        risk: dict[tuple[bytes, bytes, int], float] = {}
-
-        def p_accept(latent: np.ndarray) -> float:
-            if bits == 0:
-                return 1.0
-            cos = float(np.clip(np.dot(latent, expected), -1.0, 1.0))
-            return accept_probability(bits, tolerance, math.acos(cos), flipped)
-
-        def add(latent: np.ndarray, cap: float = 1.0) -> None:
-            if np.array_equal(latent, expected):
-                return
-            key = (_key(latent), true, flipped)  # one comparison: same latents, same cue bits
-            risk[key] = min(1.0, risk.get(key, 0.0) + min(cap, p_accept(latent)))
-
-        # 1. Verification of the referenced prototype (or blend) in the Rx memory.
-        fails = 1.0  # P(verification fails), when the lookup and refresh paths are taken
-        candidate = self._reconstruct(rx.memory, rx.id_map, hit)
-        if candidate is not None:
-            if np.array_equal(candidate, expected):
-                fails = float(flipped > tolerance)
-            else:
-                fails = 1.0 - p_accept(candidate)
-                add(candidate)
-        # 2. Content-addressable lookup (union bound over every stored prototype) and 3. the
-        # refreshed references (the Tx's prototypes of the refs as received); each of these is
-        # reached only when verification failed: P(fail and accept) <= min(P(fail), P(accept)).
-        for slot in np.flatnonzero(rx.memory.filled):
-            add(rx.memory.prototypes[slot], fails)
-        refreshed = self._reconstruct(self.tx.memory, None, hit)
-        if refreshed is not None:
-            add(refreshed, fails)
-        return risk
-
-    def _reconstruct(self, memory, id_map, hit: Hit) -> np.ndarray | None:
-        """The latent ``memory`` rebuilds for ``hit`` (None: a reference it cannot resolve)."""
-        if not hit.refs or any(r >= self.config.capacity for r in hit.refs):
-            return None
-        slots = tuple(int(id_map[r]) if id_map is not None else r for r in hit.refs)
-        if not all(memory.filled[s] for s in slots):
-            return None
-        try:
-            return memory.reconstruct(slots, hit.weights)
-        except ValueError:  # MemoryAccessError, QuantizerError: a malformed reference
-            return None
-
-    # -- agreement ---------------------------------------------------------------------------------
-
-    def agree(self) -> bool:
-        return self.rx.digest == self.tx.memory.digest()
-
-    def stale_refs(self) -> int:
-        """References whose Rx prototype differs from the Tx's (or is missing): D."""
-        tx, rx = self.tx.memory, self.rx
-        theirs = tx.slot_hashes()
-        ours = rx.memory.slot_hashes(order=rx.id_map)[: tx.count]
-        stale = 0
-        for ref in range(tx.count):
-            slot = rx.id_map[ref]
-            if ref >= len(ours) or ours[ref] != theirs[ref] or not rx.memory.filled[slot]:
-                stale += 1
-        return stale + int(rx.memory.count > tx.count)
-
-
-def _key(latent: np.ndarray) -> bytes:
-    return np.ascontiguousarray(latent, dtype=np.float32).tobytes()
+# --- the in-process runner ----------------------------------------------------------------------
 
 
 def run_cell(
@@ -680,18 +426,20 @@ def run_cell(
     started = time.perf_counter()
     if cell.config:
         config = config.replace(**cell.config)
-    link = InProcessLink(config, seed=seed)
+    link = InProcessLink(config, seed=seed, model_cue_risk=True)
     n = len(latents)
     start, stop = cell.window(n)
     events = dict(cell.event_frames(n))
     stop_at = max([stop if cell.impairments else 0, *(f + 1 for f in events)], default=0)
     agree_log: list[tuple[int, bool]] = []
     stale = None
-    for seq, latent in enumerate(np.asarray(latents, dtype=np.float32)):
+
+    def at_frame_time(seq: int, link: InProcessLink) -> None:
         if seq == stop and cell.impairments:
             link.channel.clear_all()  # what it held goes out at once
-        link.run_until(seq / fps)
-        link.tick()
+
+    def before_frame(seq: int, link: InProcessLink) -> None:
+        nonlocal stale
         if seq == stop_at:
             stale = link.stale_refs()
         if seq >= stop_at:
@@ -704,10 +452,15 @@ def run_cell(
             e = events[seq]
             link.inject(link.channel.corruption_event(e.rho, e.sigma))
             link.run_until(link.now)
-        link.frame(seq, latent)
-        if digest_every and (seq + 1) % digest_every == 0:
-            link.send("tx_to_rx", link.tx.digest())
-    link.end_stream(n, fps)
+
+    run_stream(
+        latents,
+        link,
+        fps=fps,
+        digest_every=digest_every,
+        at_frame_time=at_frame_time,
+        before_frame=before_frame,
+    )
     agree_end = link.agree()
     agree_log.append((n, agree_end))
     reconverged = None
@@ -1069,7 +822,6 @@ __all__ = [
     "CellResult",
     "CorruptAt",
     "FaultCell",
-    "InProcessLink",
     "LEGEND",
     "NetworkBench",
     "load_latents",

@@ -42,8 +42,8 @@ from typing import Any
 import numpy as np
 
 from experiments.bdrate import INTERPOLATION, bd_rate, pareto_front
+from experiments.link import simulate
 from experiments.realcodecs import DEFAULT_CRFS, CodecPoint, bits_at_psnr, h264_points, pool_points
-from experiments.simulator import simulate
 from experiments.table import pool_runs, prepare_clips
 from shared.accounting import Outcome, psnr_batch, ssim
 from shared.codec.models import CodecError, load_codec

@@ -5,7 +5,7 @@ to the paper's two Rx memory errors (DESIGN.md, "Equations"): ID-map desync ρ a
 prototype noise σ. Each kind first gets its own τ, calibrated by the symmetric rule of
 :func:`experiments.table.calibrate` to one clean-channel PSNR target (the clips' all-NEW PSNR
 minus ``psnr_drop`` dB, as for Table I), so the kinds are compared at matched quality. Then every
-clip runs through the fault matrix's in-process link (:class:`experiments.faults.InProcessLink`: the
+clip runs through the in-process link (:func:`experiments.link.run_stream`: the
 Tx, channel and Rx cores on a virtual clock, with refreshes answered over a clean channel) and
 the channel corrupts the Rx memory once, before frame ``corrupt_at · N``.
 
@@ -26,7 +26,7 @@ prototypes whose clean version, queried against the Rx's corrupted memory, names
 (a meta-stable HEN state counts as a failure). The Rx itself recovers by cue, not by similarity,
 so this column says what a kind's similarity would buy there, not what the link does.
 
-``hoplink robustness`` prints the table; tests/test_robustness.py checks it.
+``hoplink robustness`` prints the table; tests/experiments/test_robustness.py checks it.
 """
 
 from __future__ import annotations
@@ -39,14 +39,15 @@ from typing import Any
 
 import numpy as np
 
-from experiments.faults import InProcessLink
+from experiments.link import InProcessLink, measure_quality, run_stream
 from experiments.table import Clip, calibrate, prepare_clips, run_group
 from experiments.tables import Precise, render_table
-from shared.accounting import FrameRecord, LinkSummary, Outcome, psnr, semantic_bits, summarize
+from shared.accounting import FrameRecord, LinkSummary, Outcome, summarize
 from shared.codec.cache import DecodeCache
 from shared.codec.models import Codec
 from shared.config import LinkConfig
-from shared.protocol.messages import Hit, Message, New, Refresh, RefreshRequest, encode
+from shared.protocol.messages import DIGEST_EVERY, Hit
+from transmitter.core import TxFrame
 
 # Memory kinds: a label and the LinkConfig fields that make it (they override the base config).
 # HEN: iterate the Hopfield update (up to 10 steps) and treat a state within cosine 0.95 of no
@@ -74,9 +75,7 @@ FULL_SCENARIOS = (
 FRAMES = 60
 FULL_FRAMES = 120
 CORRUPT_AT = 0.5  # fraction of the clip before which the Rx memory is corrupted
-DIGEST_EVERY = 30  # as the simulator (and so the calibration) runs it
 PSNR_DROP = 0.5
-FPS = 30.0
 
 HIT_FATES = ("direct", "lookup", "refresh", "wrong", "concealed")
 
@@ -109,38 +108,28 @@ def grid(
 
 
 class ObservedLink(InProcessLink):
-    """The fault matrix's in-process link, also keeping each frame's message, what the Rx showed,
-    and whether a hit was shown from the referenced prototype's own Rx copy."""
+    """The in-process link, also keeping each frame's hit message and whether a hit was shown
+    from the referenced prototype's own Rx copy."""
 
     def __init__(self, config: LinkConfig, *, seed: int) -> None:
         super().__init__(config, seed=seed)
-        self.sent: dict[int, Hit | New] = {}  # the frame messages, by sequence number
-        self.shown: dict[int, np.ndarray | None] = {}
+        self.hits: dict[int, Hit] = {}  # the HIT messages, by sequence number
         self.right: dict[int, bool] = {}  # hit frames: shown from the referenced prototype
         self.exact: dict[int, bool] = {}  # hit frames: shown bit-equal to the Tx's latent
-        self.refresh_bits = 0  # Tx→Rx REFRESH traffic, included in bits/frame
-        self.feedback_bits = 0  # Rx→Tx REFRESH_REQUEST traffic
-        self.refreshes = 0
 
-    def send(self, direction: str, message: Message | bytes) -> None:
-        if isinstance(message, Hit | New):
-            self.sent[message.seq] = message
-        elif isinstance(message, Refresh):
-            self.refresh_bits += semantic_bits(message, self.config)
-            self.refreshes += 1
-        elif isinstance(message, RefreshRequest):
-            self.feedback_bits += semantic_bits(message, self.config)
-        super().send(direction, message)
+    def frame(self, seq: int, latent: np.ndarray) -> TxFrame:
+        decision = super().frame(seq, latent)
+        if isinstance(decision.message, Hit):
+            self.hits[seq] = decision.message
+        return decision
 
     def _settle(self, frames: Iterable, risk: dict | None) -> None:
         frames = list(frames)
         for frame in frames:
             if frame.outcome is None or frame.seq in self.outcomes:
                 continue  # provisional, or settled twice (the base class counts it)
-            # A copy: the latent may be a view of a memory row that a later refresh rewrites.
-            latent = None if frame.latent is None else np.array(frame.latent)
-            self.shown[frame.seq] = latent
-            message = self.sent.get(frame.seq)
+            latent = frame.latent
+            message = self.hits.get(frame.seq)
             if isinstance(message, Hit) and latent is not None:
                 # Slot r holds the Rx's copy of reference r (desync moves the map, not content).
                 own = self.rx.memory.reconstruct(message.refs, message.weights)
@@ -221,36 +210,23 @@ def run_clip(
     n = len(latents)
     at = int(round(corrupt_at * n))
     recall = (0, 0)
-    for seq, latent in enumerate(np.asarray(latents, dtype=np.float32)):
-        link.run_until(seq / FPS)
-        link.tick()
-        if seq == at:
-            if not cell.clean:
-                link.inject(link.channel.corruption_event(cell.rho, cell.sigma))
-                link.run_until(link.now)
-            recall = link.kind_recall()
-        link.frame(seq, latent)
-        if digest_every and (seq + 1) % digest_every == 0:
-            link.send("tx_to_rx", link.tx.digest())
-    link.end_stream(n, FPS)
 
-    records = []
+    def corrupt_once(seq: int, link: ObservedLink) -> None:
+        nonlocal recall
+        if seq != at:
+            return
+        if not cell.clean:
+            link.inject(link.channel.corruption_event(cell.rho, cell.sigma))
+            link.run_until(link.now)
+        recall = link.kind_recall()
+
+    run_stream(latents, link, digest_every=digest_every, before_frame=corrupt_once)
+    records = link.ledger.ordered(n)
     shown_all = np.zeros((n, config.latent_dim), dtype=np.float32)
-    for seq in range(n):
-        message = link.sent[seq]
-        record = FrameRecord(
-            seq=seq,
-            hit=isinstance(message, Hit),
-            bits=semantic_bits(message, config),
-            wire_bytes=len(encode(message)),
-            outcome=link.outcomes.get(seq, Outcome.LOST),
-        )
-        shown = link.shown.get(seq)
-        if shown is not None:
-            shown_all[seq] = shown
-            if frames is not None and decoder is not None:
-                record.psnr = psnr(frames[seq], decoder(shown))
-        records.append(record)
+    for seq, shown in link.shown.items():
+        shown_all[seq] = shown
+    if frames is not None and decoder is not None:
+        measure_quality(records, frames, link.shown, decoder)
     fates = dict.fromkeys(HIT_FATES, 0)
     exact = 0
     for seq in range(at, n):
@@ -266,9 +242,9 @@ def run_clip(
         exact=exact,
         recall_right=recall[0],
         recall_asked=recall[1],
-        refresh_bits=link.refresh_bits,
-        feedback_bits=link.feedback_bits,
-        refreshes=link.refreshes,
+        refresh_bits=link.ledger.refresh_bits,
+        feedback_bits=link.ledger.feedback_bits,
+        refreshes=link.ledger.refreshes,
         cue_failures=c.cue_failures,
         lookups_ok=c.lookups_ok,
         ids_desynced=c.ids_desynced,

@@ -32,25 +32,17 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from channel.core import DIRECTIONS
 from channel.impairments.phy import Attributes as PhyAttributes
 from channel.impairments.phy import latent_kappa
-from experiments.faults import InProcessLink
-from shared.accounting import FrameRecord, psnr, semantic_bits, summarize
+from experiments.link import InProcessLink, measure_quality, run_stream
 from shared.codec.cache import DecodeCache
 from shared.config import LinkConfig
-from shared.protocol.messages import Bye, Refresh, RefreshRequest, encode
 from shared.scenarios import load_clip
 
-if TYPE_CHECKING:  # the simulator imports torch; sweeps import this module for its columns
-    from shared.codec.cache import DecodeCache
-
-FPS = 30.0
-DIGEST_EVERY = 30
 POINT_COLUMNS = (
     "bits_per_frame",
     "hit_rate",
@@ -72,21 +64,6 @@ POINT_COLUMNS = (
 CURVE_KEYS = ("scenario", "modulation", "fec", "channel")
 
 
-class _ShowingLink(InProcessLink):
-    """An in-process link that also keeps the latent the Rx showed for every settled frame."""
-
-    def __init__(self, config: LinkConfig, **kwargs) -> None:
-        super().__init__(config, **kwargs)
-        self.shown: dict[int, np.ndarray] = {}
-
-    def _settle(self, frames: Iterable, risk) -> None:
-        frames = list(frames)
-        for frame in frames:
-            if frame.outcome is not None and frame.latent is not None:
-                self.shown.setdefault(frame.seq, frame.latent)
-        super()._settle(frames, risk)
-
-
 def snr_point(
     frames: np.ndarray,
     latents: np.ndarray,
@@ -98,48 +75,15 @@ def snr_point(
     """One clip at one channel setting; ``phy`` are the phy impairment's attributes and ``seed``
     the channel's. Returns :data:`POINT_COLUMNS`."""
     attributes = PhyAttributes(**phy)
-    link = _ShowingLink(config, seed=seed)
+    link = InProcessLink(config, seed=seed)
     for direction in DIRECTIONS:
         link.channel.set_impairment(direction, "phy", phy)
-    decisions = []
-    for seq, latent in enumerate(latents):
-        link.run_until(seq / FPS)
-        link.tick()
-        decision = link.tx.on_frame(seq, link.now, latent)
-        link.expected[seq] = decision.latent
-        decisions.append(decision)
-        link.send("tx_to_rx", decision.message)
-        if (seq + 1) % DIGEST_EVERY == 0:
-            link.send("tx_to_rx", link.tx.digest())
+    run_stream(latents, link)
     n = len(latents)
-    deadline = link.now + 5.0
-    link.run_until(n / FPS)
-    while (not link.idle or link.rx._pending) and link.now < deadline:
-        link.run_until(link.now + 0.05)
-        link.tick()
-    link._settle(link.rx.on_message(Bye(last_seq=n - 1), link.now).frames, None)
-
-    records = [
-        FrameRecord(
-            seq=seq,
-            hit=d.hit,
-            bits=semantic_bits(d.message, config),
-            wire_bytes=len(encode(d.message)),
-            outcome=link.outcomes[seq],
-            similarity=d.similarity,
-            psnr=psnr(frames[seq], decoder(link.shown[seq])) if seq in link.shown else math.nan,
-        )
-        for seq, d in enumerate(decisions)
-    ]
+    records = link.ledger.ordered(n)
+    measure_quality(records, frames, link.shown, decoder)
+    summary = link.ledger.summary(records)
     refreshes = link.tx.counters.refreshes_sent
-    summary = summarize(
-        records,
-        config,
-        refresh_bits=refreshes * semantic_bits(Refresh(ref=0, seq=0, latent=b""), config),
-        feedback_bits=link.rx.counters.refresh_requests
-        * semantic_bits(RefreshRequest(ref=0, seq=0), config),
-        refreshes=refreshes,
-    )
     phy_counters = link.channel.impairments()["tx_to_rx"]["phy"]["counters"]
     kappa = latent_kappa(config, attributes.modulation, attributes.fec)
     outcomes = summary.outcomes

@@ -4,7 +4,7 @@ A sweep is a list of *grids* (each the cartesian product of its parameter values
 *matched-quality study*. Parameters are the :class:`~shared.config.LinkConfig` fields (threshold τ,
 capacity M, beta β, transmission, cue_bits K, …) and the run's own: ``scenario`` (a scenario, a
 protocol name such as ``gradual_drift`` for its scenarios, ``all``, or a video file), ``rho`` and
-``sigma`` (one-shot Rx memory corruption at mid-clip, :class:`experiments.simulator.Corruption`).
+``sigma`` (one-shot Rx memory corruption at mid-clip, :class:`experiments.link.Corruption`).
 
 SNR grids. A grid (or ``[fixed]``) that names ``ebn0_db`` runs each point through the real Tx,
 channel and Rx cores with the ``phy`` impairment on both directions
@@ -61,6 +61,7 @@ from typing import Any, Literal, get_args, get_origin
 
 from channel.impairments.phy import Attributes as PhyAttributes
 from experiments.figures import make_figures
+from experiments.link import Corruption, simulate
 from experiments.realcodecs import (
     DEFAULT_CRFS,
     DEFAULT_JPEG_QUALITIES,
@@ -68,7 +69,6 @@ from experiments.realcodecs import (
     h264_points,
     jpeg_points,
 )
-from experiments.simulator import Corruption, simulate
 from experiments.snr import POINT_COLUMNS, snr_point
 from experiments.sweep_rows import MATCHED_GROUPS, RULES, read_rows
 from experiments.table import (

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from experiments.simulator import SimResult, simulate
+from experiments.link import SimResult, simulate
 from shared.accounting import LinkSummary, summarize
 from shared.codec.cache import DecodeCache
 from shared.codec.models import Codec

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from shared.accounting import Outcome
-from shared.coding.entropy import SCALE_LEVELS, EntropyError, FrameSymbols, SymbolCoder
+from shared.coding.entropy import EntropyError, FrameSymbols, SymbolCoder
 from shared.coding.quantizer import QuantizerError, dequantize, normalize, unpack_codes
-from shared.coding.rdo import reconstruct_delta
+from shared.coding.residual import SCALE_LEVELS, reconstruct_delta
 from shared.config import LinkConfig
 from shared.memory.cues import CueHasher, hamming, lookup
 from shared.memory.store import Memory
@@ -82,6 +82,7 @@ class RxFrame:
 class RxStep:
     frames: list[RxFrame] = field(default_factory=list)
     replies: list[Message] = field(default_factory=list)
+    hits: list[int] = field(default_factory=list)  # frames decoded as hits (HIT, or CODED hit)
 
 
 @dataclass
@@ -212,6 +213,7 @@ class ReceiverCore:
         if not self._admit(hit.seq, step):
             return
         self.counters.hits += 1
+        step.hits.append(hit.seq)
         cfg = self.config
         if any(ref >= cfg.capacity for ref in hit.refs) or not hit.refs:
             self._settle(hit.seq, hit.t, self.last_good, Outcome.CONCEALED, step)
@@ -365,6 +367,8 @@ class ReceiverCore:
                 step.replies.append(Error(code="bad_message", reason=f"coded {seq}: {exc}"))
                 continue
             self.counters.hits += symbols.kind == "hit"
+            if symbols.kind == "hit":
+                step.hits.append(seq)
             self.counters.deltas += symbols.kind == "delta"
             self.counters.news += symbols.kind == "new"
             self._apply_symbols(seq, coded.t, symbols, now, step)

@@ -2,9 +2,14 @@
 
 One link at a time. The first message must be a HELLO with our protocol version, link config
 digest and codec digest; a mismatch is answered with an ERROR and a close code (4000-4003, see
-:class:`shared.service.CloseCode`). After it every binary message is decoded and handed to the
-core with ``time.monotonic()``; replies go back on the same websocket; a tick task lets the core
-conceal frames whose refresh did not come in time.
+:class:`shared.protocol.handshake.CloseCode`). After it every binary message is decoded and
+handed to the core with ``time.monotonic()``; replies go back on the same websocket; a tick task
+lets the core conceal frames whose refresh did not come in time.
+
+The link's state follows :class:`shared.protocol.handshake.LinkStateMachine`: idle, handshaking
+once a websocket is accepted, streaming once its HELLO passed, resyncing while the Tx's last DIGEST
+shows the Rx memory differs (a corruption, a lost NEW) until a later DIGEST or the refreshes make
+them agree again, and idle again when the link ends.
 
 A *session* is one stream of sequence numbers: it starts with the first HELLO and ends with BYE.
 A link that drops without BYE is resumed by the next HELLO (same core, same memory); a HELLO
@@ -38,23 +43,30 @@ from pydantic import BaseModel
 from receiver.core import ReceiverCore, RxStep
 from shared.accounting import (
     FrameRecord,
+    LinkLedger,
     LinkSummary,
     Outcome,
     psnr,
-    semantic_bits,
     ssim,
-    summarize,
 )
 from shared.codec.cache import DecodeCache
 from shared.codec.models import Codec, codec_for
 from shared.config import LinkConfig
+from shared.protocol.handshake import (
+    CloseCode,
+    HandshakeError,
+    IllegalTransition,
+    LinkEvent,
+    LinkState,
+    LinkStateMachine,
+    check_hello,
+)
 from shared.protocol.messages import (
     FRAME_MESSAGES,
     Bye,
     Digest,
     Error,
     Hello,
-    Hit,
     Message,
     New,
     ProtocolError,
@@ -66,13 +78,9 @@ from shared.protocol.messages import (
 from shared.protocol.security import AuthError, NonceMemory, sign_hello, verify_hello
 from shared.scenarios import iter_frames
 from shared.service import (
-    CloseCode,
     FrameLog,
-    HandshakeError,
     Health,
-    LinkState,
     RxSettings,
-    check_hello,
     create_app,
     finite,
     get_service,
@@ -101,10 +109,6 @@ class Traffic:
     payload_bytes_out: int = 0
     wire_bytes_in: int = 0  # msgpack + websocket framing (shared.service.ws_frame_bytes)
     wire_bytes_out: int = 0
-    refreshes: int = 0  # REFRESH messages received
-    refresh_bits: int = 0  # their semantic bits (eq. 3), part of bits/frame
-    semantic_bits_in: int = 0  # eq. 3 bits of the frames admitted (HIT/NEW) plus refresh_bits
-    feedback_bits: int = 0  # semantic bits of REFRESH_REQUEST sent to the Tx
     decode_errors: int = 0  # messages shared.protocol.messages.decode rejected
     errors_sent: int = 0
     replies_dropped: int = 0  # replies produced while no link could carry them
@@ -122,8 +126,9 @@ class RxSession:
         self.number = number
         self.core = ReceiverCore(config, refresh_timeout=refresh_timeout)
         self.traffic = Traffic()
+        # Frames that arrived and are not settled yet, and the session's refresh traffic.
+        self.ledger = LinkLedger(config, retain="unsettled")
         self.ended = False  # BYE received
-        self.arrived: dict[int, FrameRecord] = {}  # frames seen but not settled yet
         self.settled: deque[FrameRecord] = deque(maxlen=SUMMARY_WINDOW)
         # (record, bits of the REFRESHes that arrived since the previous settled frame)
         self.timeline: deque[tuple[FrameRecord, int]] = deque(maxlen=TIMELINE_FRAMES)
@@ -141,31 +146,18 @@ class RxSession:
 
     def on_message(self, message: Message, payload_bytes: int, now: float) -> RxStep:
         """Feed one decoded message; returns the core's step (frames settle via ``settled``)."""
-        hits_before = self.core.counters.hits
         step = self.core.on_message(message, now)
         seq = getattr(message, "seq", None)
         if isinstance(message, FRAME_MESSAGES) and any(f.seq == seq for f in step.frames):
             # A frame the core admitted (duplicates produce no frame): remember what it cost.
-            # An entropy-coded frame's kind is only known once the core decoded it.
-            bits = semantic_bits(message, self.config)
+            # An entropy-coded frame's kind is known once the core decoded it (step.hits).
             self.admitted += 1
-            self.traffic.semantic_bits_in += bits
-            self.arrived[seq] = FrameRecord(
-                seq=seq,
-                hit=isinstance(message, Hit) or self.core.counters.hits > hits_before,
-                bits=bits,
-                wire_bytes=payload_bytes,
-                outcome=Outcome.LOST,  # until settled
-            )
+            self.ledger.frame(seq, message, hit=False, wire_bytes=payload_bytes)
         match message:
             case New():
                 self.news_since_digest += 1
             case Refresh():
-                bits = semantic_bits(message, self.config)
-                self.traffic.refreshes += 1
-                self.traffic.refresh_bits += bits
-                self._refresh_bits_due += bits
-                self.traffic.semantic_bits_in += bits
+                self._refresh_bits_due += self.ledger.traffic(message)
             case Digest():
                 self.news_since_digest = 0
                 self.last_digest_seq = message.seq
@@ -197,16 +189,12 @@ class RxSession:
     def settle(self, step: RxStep) -> list[tuple[FrameRecord, np.ndarray]]:
         """Record the final outcomes of ``step``; returns (record, latent shown) to measure."""
         shown = []
+        self.ledger.mark_hits(step.hits)
         for frame in step.frames:
             if frame.outcome is None:
                 self.provisional += 1
                 continue
-            record = self.arrived.pop(frame.seq, None)
-            if record is None:  # lost: no message ever described it
-                record = FrameRecord(
-                    seq=frame.seq, hit=False, bits=0, wire_bytes=0, outcome=Outcome.LOST
-                )
-            record.outcome = frame.outcome
+            record = self.ledger.settle(frame.seq, frame.outcome)
             self.settled.append(record)
             self.timeline.append((record, self._refresh_bits_due))
             self._refresh_bits_due = 0
@@ -215,18 +203,22 @@ class RxSession:
                 shown.append((record, np.array(frame.latent, dtype=np.float32)))
         return shown
 
+    def traffic_stats(self) -> dict[str, int]:
+        """Bytes and messages of this end, with the ledger's bits (eq. 3) of what arrived."""
+        ledger = self.ledger
+        return {
+            **asdict(self.traffic),
+            "refreshes": ledger.refreshes,  # REFRESH messages received
+            "refresh_bits": ledger.refresh_bits,  # part of bits/frame
+            "semantic_bits_in": ledger.frame_bits + ledger.refresh_bits,
+            "feedback_bits": ledger.feedback_bits,  # REFRESH_REQUEST sent to the Tx
+        }
+
     def summary(self) -> LinkSummary | None:
         """shared.accounting's link figures over the settled window (cached between changes)."""
         key = (self.core.counters.messages + len(self.settled), self.quality_done)
         if key != self._summary_key and self.settled:
-            t = self.traffic
-            self._summary = summarize(
-                list(self.settled),
-                self.config,
-                refresh_bits=t.refresh_bits,
-                feedback_bits=t.feedback_bits,
-                refreshes=t.refreshes,
-            )
+            self._summary = self.ledger.summary(list(self.settled))
             self._summary_key = key
         return self._summary
 
@@ -258,6 +250,7 @@ class ReferenceFrames:
 
 class RxLinkStats(BaseModel):
     state: LinkState
+    illegal_events: int  # link events refused by the state table (named errors, closed 4000)
     session: int
     session_ended: bool
     links_accepted: int
@@ -361,7 +354,7 @@ class RxService:
         self._decoded = 0
         self.session = RxSession(config, 0, settings.refresh_timeout)
         self.sessions = 0
-        self.state = LinkState.IDLE
+        self.machine = LinkStateMachine()  # the link's state (one link at a time)
         self.link: WebSocket | None = None
         self.links_accepted = 0
         self.refusals: dict[str, int] = {}
@@ -399,18 +392,30 @@ class RxService:
 
     # -- the link ---------------------------------------------------------------------------------
 
+    @property
+    def state(self) -> LinkState:
+        return self.machine.state
+
     async def serve_link(self, ws: WebSocket) -> None:
         await ws.accept()
         if self.link is not None:
             self._refused(CloseCode.LINK_BUSY)
             await ws.close(CloseCode.LINK_BUSY, "the receiver already serves a link")
             return
-        self.link, self.state = ws, LinkState.HANDSHAKING
+        self.link = ws
+        self.machine.handle(LinkEvent.ACCEPT)
         try:
             if await self._handshake(ws):
                 await self._stream(ws)
+        except IllegalTransition as exc:  # a bug of this shell, not of the peer: say so, close
+            code, reason = self.machine.close_for(exc)
+            log.error("link closed: %s", exc)
+            self.last_close = (int(code), reason)
+            with contextlib.suppress(Exception):
+                await ws.close(code, reason)
         finally:
-            self.link, self.state = None, LinkState.IDLE
+            self.link = None
+            self.machine.handle(LinkEvent.HANG_UP)
 
     async def _handshake(self, ws: WebSocket) -> bool:
         try:
@@ -429,6 +434,7 @@ class RxService:
                 raise HandshakeError(
                     CloseCode.PROTOCOL_ERROR, f"first message must be hello, got {hello.TYPE}"
                 )
+            self.machine.handle(LinkEvent.HELLO_RECEIVED)
             try:  # the MAC first: a stranger learns nothing, not even our digests
                 verify_hello(hello, self.settings.secret)
                 if self.settings.secret is not None:
@@ -454,7 +460,8 @@ class RxService:
         reply = Hello(role="rx", config_digest=self.config_digest, model_digest=self.codec.digest)
         await self._send(sign_hello(reply, self.settings.secret, peer_nonce=hello.nonce))
         self.links_accepted += 1
-        self.state = LinkState.STREAMING
+        self.machine.handle(LinkEvent.HELLO_ACCEPTED)
+        self._follow_digest()  # a resumed session may still disagree with the Tx
         log.info("link open (session %d)", self.session.number)
         return True
 
@@ -489,9 +496,12 @@ class RxService:
             except ProtocolError as exc:
                 await self._bad_input(exc)
                 continue
-            if isinstance(message, Hello):  # the core would reject it too; say it plainly
-                await self._bad_input(ProtocolError("hello is only legal as the first message"))
-                continue
+            if isinstance(message, Hello):  # illegal once streaming: counted, answered, kept
+                try:
+                    self.machine.handle(LinkEvent.HELLO_RECEIVED)
+                except IllegalTransition as exc:
+                    await self._bad_input(exc)
+                    continue
             if message.TYPE == "corrupt":
                 session.traffic.corrupt_events += 1
             now = time.monotonic()
@@ -514,13 +524,25 @@ class RxService:
         self.session.traffic.errors_sent += 1
         await self._send(Error(code="bad_message", reason=str(exc)[:1024]))
 
+    def _follow_digest(self) -> None:
+        """Resyncing while the Tx's last DIGEST shows our memory differs from its memory,
+        streaming again once they agree (RxSession.digest_agree; refreshes repair it)."""
+        agree, state = self.session.digest_agree, self.machine.state
+        if agree is False and state is LinkState.STREAMING:
+            self.machine.handle(LinkEvent.DIVERGED)
+            log.info("memory differs from the Tx's DIGEST: resyncing")
+        elif agree is True and state is LinkState.RESYNCING:
+            self.machine.handle(LinkEvent.CONVERGED)
+            log.info("memory agrees with the Tx's DIGEST again: streaming")
+
     async def _handle(self, step: RxStep) -> None:
+        self._follow_digest()  # the message of this step may have settled a DIGEST's verdict
         session = self.session
         for record, latent in session.settle(step):
             self._quality.put_nowait((session, record, latent))
         for reply in step.replies:
             if isinstance(reply, RefreshRequest):
-                self.session.traffic.feedback_bits += semantic_bits(reply, self.config)
+                session.ledger.traffic(reply)
             elif isinstance(reply, Error):
                 self.session.traffic.errors_sent += 1
             await self._send(reply)
@@ -637,6 +659,7 @@ class RxService:
         return RxStats(
             link=RxLinkStats(
                 state=self.state,
+                illegal_events=self.machine.illegal,
                 session=s.number,
                 session_ended=s.ended,
                 links_accepted=self.links_accepted,
@@ -682,7 +705,7 @@ class RxService:
                 last_digest_seq=s.last_digest_seq,
             ),
             counters=asdict(c),
-            traffic=asdict(s.traffic),
+            traffic=s.traffic_stats(),
             timeline=[
                 TimelineEntry(
                     seq=r.seq,

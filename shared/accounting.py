@@ -1,17 +1,23 @@
-"""Bit accounting (eq. 3), semantic efficiency and reasoning capacity (eq. 5), frame quality.
+"""Bit accounting (eq. 3), the link's ledger, semantic efficiency and reasoning capacity (eq. 5),
+frame quality.
 
-Every report, stats endpoint and plot reads its numbers from here.
+Every report, stats endpoint and plot reads its numbers from here: :class:`LinkLedger` turns what
+the cores report (frame messages sent or admitted, refresh traffic, settled outcomes) into
+per-frame records and totals, for the in-process link and the Rx's session alike.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
+from typing import Literal
 
 import numpy as np
 from skimage.metrics import structural_similarity
 
+from shared.coding.residual import delta_bits
 from shared.config import LinkConfig
 from shared.protocol.messages import Coded, Delta, Hit, Message, New, Refresh, RefreshRequest
 
@@ -45,23 +51,6 @@ def semantic_bits(message: Message, config: LinkConfig) -> int:
     if isinstance(message, Coded):
         return 8 * len(message.payload)  # entropy-coded: the bits actually sent
     return 0  # control messages (HELLO, DIGEST, BYE) are link overhead, counted on the wire
-
-
-DELTA_SCALE_BITS = 7  # log2 of shared.coding.entropy.SCALE_LEVELS (128 residual scale codes)
-
-
-def delta_bits(config: LinkConfig, bits: int) -> int:
-    """Fixed-length bits of a DELTA (eq. 3 extended): base reference + cue + b′ choice + scale +
-    d·b′ residual; like a NEW, its slot is the shared policy's and is not counted."""
-    choices = len(config.delta_bit_set) if config.delta else 1
-    choice_bits = math.ceil(math.log2(choices)) if choices > 1 else 0
-    return (
-        config.index_bits
-        + config.cue_bits
-        + choice_bits
-        + DELTA_SCALE_BITS
-        + config.latent_dim * bits
-    )
 
 
 def psnr(reference: np.ndarray, test: np.ndarray) -> float:
@@ -117,6 +106,114 @@ class LinkSummary:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+class LinkLedger:
+    """The one place that builds per-frame records and counts refresh traffic for a stream.
+
+    Frames enter when their message is sent (the in-process link, which knows the Tx's decision
+    statistic) or admitted (the Rx's session); REFRESH and REFRESH_REQUEST are counted where the
+    owner sees them (sent in process; at the Rx, a REFRESH on arrival). Each frame settles once:
+    a second outcome for the same frame is counted, never applied. ``retain`` says which records
+    stay: ``all`` (a clip in process), ``unsettled`` (the Rx's session, which keeps its own window
+    of settled frames) or ``none`` (the Tx's shell, which needs only the totals).
+    """
+
+    def __init__(
+        self, config: LinkConfig, *, retain: Literal["all", "unsettled", "none"] = "all"
+    ) -> None:
+        self.config = config
+        self.retain = retain
+        self.records: dict[int, FrameRecord] = {}
+        self.frames = 0  # frame messages entered
+        self.frame_bits = 0  # their semantic bits
+        self.refresh_bits = 0  # Tx→Rx REFRESH traffic (semantic bits), part of bits/frame
+        self.feedback_bits = 0  # Rx→Tx REFRESH_REQUEST traffic
+        self.refreshes = 0
+        self.settled_twice = 0
+        self._settled: set[int] = set()
+
+    def frame(
+        self,
+        seq: int,
+        message: Message,
+        *,
+        hit: bool,
+        wire_bytes: int,
+        similarity: float = float("nan"),
+    ) -> FrameRecord:
+        """A frame message (HIT, NEW, DELTA or CODED) for frame ``seq``; lost until settled."""
+        record = FrameRecord(
+            seq=seq,
+            hit=hit,
+            bits=semantic_bits(message, self.config),
+            wire_bytes=wire_bytes,
+            outcome=Outcome.LOST,
+            similarity=similarity,
+        )
+        if self.retain != "none":
+            self.records[seq] = record
+        self.frames += 1
+        self.frame_bits += record.bits
+        return record
+
+    def mark_hits(self, seqs: Iterable[int]) -> None:
+        """Frames the Rx decoded as hits (an entropy-coded frame's kind is known only then)."""
+        for seq in seqs:
+            record = self.records.get(seq)
+            if record is not None:
+                record.hit = True
+
+    def traffic(self, message: Message) -> int:
+        """Count a REFRESH or REFRESH_REQUEST this end saw; returns its semantic bits."""
+        bits = semantic_bits(message, self.config)
+        if isinstance(message, Refresh):
+            self.refresh_bits += bits
+            self.refreshes += 1
+        elif isinstance(message, RefreshRequest):
+            self.feedback_bits += bits
+        return bits
+
+    def settle(self, seq: int, outcome: Outcome) -> FrameRecord | None:
+        """The final outcome of frame ``seq`` (a frame no message described is a lost record);
+        None when the frame had settled already."""
+        if self.retain != "all":
+            record = self.records.pop(seq, None)
+            if record is None:  # lost: no message ever described it
+                record = _undescribed(seq, outcome)
+            record.outcome = outcome
+            return record
+        record = self.records.get(seq)
+        if record is None:
+            record = self.records[seq] = _undescribed(seq, outcome)
+            self._settled.add(seq)
+            return record
+        if seq in self._settled:
+            self.settled_twice += 1
+            return None
+        self._settled.add(seq)
+        record.outcome = outcome
+        return record
+
+    def ordered(self, frames: int) -> list[FrameRecord]:
+        """Records of frames 0 … ``frames``−1 in order; a frame never described is lost."""
+        return [self.records.get(seq) or _undescribed(seq, Outcome.LOST) for seq in range(frames)]
+
+    def summary(self, records: list[FrameRecord], kappa: float = 1.0) -> LinkSummary:
+        """The link figures of ``records`` with this stream's refresh traffic."""
+        return summarize(
+            records,
+            self.config,
+            refresh_bits=self.refresh_bits,
+            feedback_bits=self.feedback_bits,
+            refreshes=self.refreshes,
+            kappa=kappa,
+        )
+
+
+def _undescribed(seq: int, outcome: Outcome) -> FrameRecord:
+    """The record of a frame no message described (lost on the way, or never sent)."""
+    return FrameRecord(seq=seq, hit=False, bits=0, wire_bytes=0, outcome=outcome)
 
 
 def summarize(

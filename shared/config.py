@@ -13,11 +13,12 @@ import json
 import math
 from typing import Any, Literal, get_args, get_origin
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.codec.zoo import card_grid
 from shared.coding.quantizer import Grid
+from shared.memory.adaptive import AdaptiveSimilarity, load_adaptive
 
 MemoryKind = Literal["hopfield", "vq", "adaptive"]
 TransmissionMode = Literal["index", "soft"]
@@ -36,6 +37,10 @@ class LinkConfig(BaseSettings):
     """Parameters both ends of a link must share (the digest covers all of them)."""
 
     model_config = SettingsConfigDict(env_prefix="HOPLINK_", frozen=True, extra="forbid")
+    # What the fields name on disk (a codec card's grid, the adaptive memory's weights), read
+    # once when the configuration is built, so that no core touches a file.
+    _grid: Grid = PrivateAttr(1.0)
+    _similarity: AdaptiveSimilarity | None = PrivateAttr(None)
 
     codec: str = Field("ae64", description="name of the shipped codec (encoder/decoder weights)")
     latent_dim: int = Field(64, ge=2, le=4096, description="latent dimension d")
@@ -127,22 +132,29 @@ class LinkConfig(BaseSettings):
             raise ValueError("decision=rdo, delta and entropy_coding send one reference: use index")
         if self.delta:
             self.delta_bit_set  # noqa: B018 (validates the widths against b)
+        self._grid = self.latent_range
         if self.latent_grid == "per_dim":
             if self.latent_range != 1.0:
                 raise ValueError("latent_range sets the uniform grid: leave it at 1 with per_dim")
-            grid = self.quantizer_grid()
+            grid = self._grid = card_grid(self.codec)
             if grid.dim != self.latent_dim:
                 raise ValueError(
                     f"latent_grid=per_dim: codec {self.codec!r}'s grid has {grid.dim} "
                     f"dimensions but latent_dim={self.latent_dim}"
                 )
+        if self.memory == "adaptive":
+            self._similarity = load_adaptive(self.latent_dim)
         return self
 
     def quantizer_grid(self) -> Grid:
         """What quantize/dequantize take: the range R, or the codec's per-dimension grid."""
-        if self.latent_grid == "uniform":
-            return self.latent_range
-        return card_grid(self.codec)
+        return self._grid
+
+    def adaptive_similarity(self) -> AdaptiveSimilarity:
+        """The adaptive memory's learned similarity (memory=adaptive only)."""
+        if self._similarity is None:
+            raise ValueError(f"memory={self.memory!r} has no adaptive similarity")
+        return self._similarity
 
     @property
     def uses_link_tools(self) -> bool:

@@ -6,7 +6,6 @@ This module gives them, once:
 - settings: one pydantic-settings class per process, read from ``HOPLINK_<NAME>`` environment
   variables and overridden by the ``--name`` flag of the same name (:func:`add_settings_arguments`,
   :func:`settings_from_args`), so docker-compose needs no code;
-- the link's close codes and the HELLO check both ends apply (:func:`check_hello`);
 - the websocket framing estimate used for wire bytes (:func:`ws_frame_bytes`);
 - :func:`create_app`: a FastAPI app whose ``lifespan`` starts and stops the shell
   (a :class:`Service`) and which serves ``GET /healthz``, ``GET /stats`` (JSON snapshot with a
@@ -30,7 +29,6 @@ import re
 import sys
 import types
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
-from enum import IntEnum, StrEnum
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError
@@ -38,7 +36,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from websockets.asyncio.client import ClientConnection, connect
 
 from shared.config import ConfigError, LinkConfig, add_config_arguments, config_from_args
-from shared.protocol.messages import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, Hello
+from shared.protocol.handshake import LinkState
+from shared.protocol.messages import DIGEST_EVERY, MAX_MESSAGE_BYTES
 from shared.protocol.security import MAX_REQUEST_BYTES, BodySizeLimit
 
 if TYPE_CHECKING:
@@ -148,7 +147,9 @@ class TxSettings(ServiceSettings):
         description="read the whole source into memory before streaming (a camera's frames are "
         "ready when it delivers them; unpaced, this times the link, not the scenario renderer)",
     )
-    digest_every: int = Field(30, ge=0, description="send a DIGEST every N frames (0: only at end)")
+    digest_every: int = Field(
+        DIGEST_EVERY, ge=0, description="send a DIGEST every N frames (0: only at end)"
+    )
     linger: bool = Field(False, description="keep serving the REST API after the stream ends")
     backoff_initial: float = Field(0.2, gt=0, le=60, description="first reconnect delay, seconds")
     backoff_max: float = Field(5.0, gt=0, le=600, description="cap of the reconnect delay")
@@ -267,88 +268,6 @@ def _plain_type(annotation: Any) -> Any:
         if len(args) == 1:
             return args[0]
     return annotation
-
-
-# --- the link's handshake ------------------------------------------------------------------------
-
-
-class CloseCode(IntEnum):
-    """Websocket close codes of the link (4000-4999 are ours, RFC 6455 §7.4.2)."""
-
-    NORMAL = 1000
-    GOING_AWAY = 1001
-    INTERNAL_ERROR = 1011
-    PROTOCOL_ERROR = 4000  # first message not a HELLO, undecodable, or illegal in the state
-    VERSION_MISMATCH = 4001
-    CONFIG_MISMATCH = 4002
-    MODEL_MISMATCH = 4003
-    LINK_BUSY = 4004  # the Rx already serves a link, or the channel --max-links
-    RX_UNREACHABLE = 4005  # the channel could not reach the Rx
-    AUTH_FAILED = 4006  # HELLO without a valid MAC under the link's secret, or replayed
-
-
-# Reconnecting cannot fix these: the two ends disagree, so the Tx stops and says why.
-FATAL_CLOSE_CODES = frozenset(
-    {
-        CloseCode.PROTOCOL_ERROR,
-        CloseCode.VERSION_MISMATCH,
-        CloseCode.CONFIG_MISMATCH,
-        CloseCode.MODEL_MISMATCH,
-        CloseCode.AUTH_FAILED,
-    }
-)
-
-
-class LinkState(StrEnum):
-    """Explicit states of a link end (h11 style); stats and metrics report them."""
-
-    IDLE = "idle"  # no link (Rx, channel waiting for a Tx)
-    CONNECTING = "connecting"  # Tx dialing, or backing off before the next try
-    HANDSHAKING = "handshaking"  # HELLOs in flight
-    STREAMING = "streaming"
-    CLOSED = "closed"  # finished (Tx after BYE), or refused for good
-
-
-class HandshakeError(Exception):
-    """A HELLO that cannot open the link; ``code`` and ``reason`` go into the close frame."""
-
-    def __init__(self, code: CloseCode, reason: str, detail: str | None = None) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason[:123]  # a close reason holds at most 123 bytes (RFC 6455 §5.5)
-        self.detail = detail or reason  # full text for the ERROR message and the log
-
-    @property
-    def error_code(self) -> str:
-        return self.code.name.lower()
-
-
-def check_hello(hello: Hello, role: str, config_digest: str, model_digest: str) -> None:
-    """Raise HandshakeError unless ``hello`` comes from a ``role`` end running our protocol
-    version, link configuration and codec weights."""
-    if hello.version != PROTOCOL_VERSION:
-        raise HandshakeError(
-            CloseCode.VERSION_MISMATCH,
-            f"protocol version mismatch: peer {hello.version}, ours {PROTOCOL_VERSION}",
-        )
-    if hello.role != role:
-        raise HandshakeError(
-            CloseCode.PROTOCOL_ERROR, f"hello from role {hello.role!r}, expected {role!r}"
-        )
-    if hello.config_digest != config_digest:
-        raise HandshakeError(
-            CloseCode.CONFIG_MISMATCH,
-            f"config digest mismatch: peer {hello.config_digest[:16]} ours {config_digest[:16]}",
-            f"config digest mismatch: peer {hello.config_digest}, ours {config_digest}; "
-            "both ends must run the same link configuration (compare `hoplink sim --json`)",
-        )
-    if hello.model_digest != model_digest:
-        raise HandshakeError(
-            CloseCode.MODEL_MISMATCH,
-            f"model digest mismatch: peer {hello.model_digest[:16]} ours {model_digest[:16]}",
-            f"model digest mismatch: peer {hello.model_digest}, ours {model_digest}; "
-            "both ends must load the same codec weights",
-        )
 
 
 def ws_frame_bytes(payload: int, masked: bool) -> int:

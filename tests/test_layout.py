@@ -127,3 +127,36 @@ def test_the_graph_sees_the_imports():
     """The checks above are not vacuous: the graph holds the modules and their edges."""
     assert "shared.config" in GRAPH and "experiments.cli" in GRAPH
     assert any(t == "shared.config" for t, _, _ in GRAPH["transmitter.core"])
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"memory": "adaptive"},
+        {"latent_grid": "per_dim", "bits_per_value": 4, "delta": True, "delta_bits": "2,3"},
+    ],
+)
+def test_cores_do_no_io(monkeypatch, changes):
+    """Weights and cards are read when the configuration is built; the Tx, Rx and channel cores
+    then stream a clip without opening a file."""
+    import builtins
+
+    from channel.core import ChannelCore
+    from experiments.link import InProcessLink, run_stream
+    from shared.config import build_config
+    from tests.synthetic import drifting_latents
+
+    config = build_config(changes, read_env=False)
+    latents = drifting_latents(40, config.latent_dim, seed=1)
+
+    def no_files(*args, **kwargs):
+        raise AssertionError(f"a core opened a file: {args[:1]}")
+
+    monkeypatch.setattr(builtins, "open", no_files)
+    monkeypatch.setattr(Path, "read_text", no_files)
+    monkeypatch.setattr(Path, "read_bytes", no_files)
+    link = run_stream(latents, InProcessLink(config, seed=0))
+    assert isinstance(link.channel, ChannelCore)
+    assert sum(o == "decoded" for o in link.outcomes.values()) == len(latents)
+    assert link.agree()

@@ -11,6 +11,9 @@ frame is skipped silently (with ``--fps`` the pacing clock restarts after a reco
 whose send failed when the link broke was already decided by the core; it is counted in
 ``frames_unsent`` and the Rx will count it lost. A refusal the Tx cannot fix by retrying (close
 codes 4000-4003: protocol, version, config or model mismatch) stops the Tx with exit status 2.
+The link's state follows :class:`shared.protocol.handshake.LinkStateMachine`: connecting (dialing
+or backing off), handshaking, streaming, and closed after BYE or a refusal; the Tx never sees the
+Rx's memory, so it never resyncs.
 
 Pacing: with ``--fps`` the source is a camera, frame k exists from its slot on: it is read once
 frame k-1 is out (not while it goes out: reading holds the GIL the sending thread needs) and
@@ -35,13 +38,24 @@ from pydantic import BaseModel
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from shared.accounting import semantic_bits
+from shared.accounting import LinkLedger
 from shared.codec.models import Codec, codec_for
 from shared.config import LinkConfig
+from shared.protocol.handshake import (
+    FATAL_CLOSE_CODES,
+    CloseCode,
+    HandshakeError,
+    IllegalTransition,
+    LinkEvent,
+    LinkState,
+    LinkStateMachine,
+    check_hello,
+)
 from shared.protocol.messages import (
     FRAME_MESSAGES,
     Error,
     Hello,
+    Hit,
     Message,
     ProtocolError,
     Refresh,
@@ -51,14 +65,9 @@ from shared.protocol.messages import (
 from shared.protocol.security import AuthError, sign_hello, verify_hello
 from shared.scenarios import iter_frames
 from shared.service import (
-    FATAL_CLOSE_CODES,
-    CloseCode,
     FrameLog,
-    HandshakeError,
     Health,
-    LinkState,
     TxSettings,
-    check_hello,
     create_app,
     dial_link,
     finite,
@@ -111,8 +120,6 @@ class TxTraffic:
     wire_bytes_out: int = 0  # + websocket framing (client frames are masked)
     payload_bytes_in: int = 0
     wire_bytes_in: int = 0
-    semantic_bits: int = 0  # eq. 3 bits of the HIT/NEW messages sent
-    refresh_bits: int = 0  # eq. 3 bits of the REFRESH messages sent
     errors_received: int = 0  # ERROR messages from the Rx
     decode_errors: int = 0  # messages from the Rx that did not decode
     rejected: int = 0  # decoded messages the core does not accept
@@ -126,6 +133,7 @@ class TxTraffic:
 
 class TxLinkStats(BaseModel):
     state: LinkState
+    illegal_events: int  # link events refused by the state table (named errors, closed 4000)
     url: str
     finished: bool
     refused: bool
@@ -179,7 +187,8 @@ class TxService:
         self._source = self._open_source()  # bad scenarios and files fail here, before serving
         self.core = TransmitterCore(config)
         self.traffic = TxTraffic()
-        self.state = LinkState.IDLE
+        self.ledger = LinkLedger(config, retain="none")  # eq. 3 bits of what was sent
+        self.machine = LinkStateMachine()  # the link's state, across reconnects
         self.refused = False
         self.finished = False
         self.last_close: tuple[int, str] | None = None
@@ -215,8 +224,9 @@ class TxService:
             await asyncio.Event().wait()  # keep serving the REST API
         return code
 
-    def _finish(self, code: int) -> None:
-        self.state = LinkState.CLOSED
+    def _finish(self, code: int, event: LinkEvent = LinkEvent.CLOSE) -> None:
+        """The stream is over: BYE when it finished, CLOSE when refused for good."""
+        self.machine.handle(event)
         if self._done is not None and not self._done.done():
             self._done.set_result(code)
 
@@ -254,9 +264,13 @@ class TxService:
 
     # -- the link ---------------------------------------------------------------------------------
 
+    @property
+    def state(self) -> LinkState:
+        return self.machine.state
+
     async def _run(self) -> None:
+        self.machine.handle(LinkEvent.DIAL)
         while True:
-            self.state = LinkState.CONNECTING
             try:
                 ws = await dial_link(self.settings.url)
             except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
@@ -266,20 +280,28 @@ class TxService:
                     log.error("%s", self.last_error)
                     self.refused = True
                     return self._finish(EXIT_REFUSED)
+                self.machine.handle(LinkEvent.RETRY)
                 await asyncio.sleep(self._backoff.next())
                 continue
             self.traffic.connects += 1
             try:
                 async with ws:
-                    self.state = LinkState.HANDSHAKING
                     await self._handshake(ws)
                     self._backoff.reset()
-                    self.state = LinkState.STREAMING
                     await self._stream(ws)
                 self.last_close = (ws.close_code or 1000, ws.close_reason or "")
                 log.info("stream finished: %d frames", self.core.counters.frames)
                 self.finished = True
-                return self._finish(0)
+                return self._finish(0, LinkEvent.BYE)
+            except IllegalTransition as exc:  # a bug of this shell: close clearly, stop
+                code, reason = self.machine.close_for(exc)
+                log.error("link closed: %s", exc)
+                with contextlib.suppress(Exception):
+                    await ws.close(code, reason)
+                self.last_close = (int(code), reason)
+                self.last_error = str(exc)
+                self.refused = True
+                return self._finish(EXIT_REFUSED)
             except LinkRefused as exc:
                 log.error("%s", exc)
                 self.last_close = (exc.code, exc.reason)
@@ -301,11 +323,13 @@ class TxService:
                     return self._finish(EXIT_REFUSED)
                 self.traffic.reconnects += 1
                 log.warning("link lost (%d %s); reconnecting", code, reason)
+                self.machine.handle(LinkEvent.RETRY)
                 await asyncio.sleep(self._backoff.next())
 
     async def _handshake(self, ws: ClientConnection) -> None:
         hello = sign_hello(self.hello, self.settings.secret)  # a fresh nonce for every link
         await self._send(ws, hello)
+        self.machine.handle(LinkEvent.HELLO_SENT)
         try:
             async with asyncio.timeout(10):
                 data = await ws.recv()
@@ -328,6 +352,7 @@ class TxService:
         if not isinstance(reply, Hello):
             await ws.close(CloseCode.PROTOCOL_ERROR, "expected hello")
             raise LinkRefused(CloseCode.PROTOCOL_ERROR, f"expected hello, got {reply!r:.80}")
+        self.machine.handle(LinkEvent.HELLO_RECEIVED)
         try:  # with a secret, the Rx's MAC binds our nonce: a fresh answer from a holder of it
             verify_hello(reply, self.settings.secret, peer_nonce=hello.nonce)
         except AuthError as exc:
@@ -338,6 +363,7 @@ class TxService:
         except HandshakeError as exc:
             await ws.close(exc.code, exc.reason)
             raise LinkRefused(exc.code, exc.detail) from None
+        self.machine.handle(LinkEvent.HELLO_ACCEPTED)
 
     async def _stream(self, ws: ClientConnection) -> None:
         loop = asyncio.get_running_loop()
@@ -401,8 +427,10 @@ class TxService:
                     self._warn("receiver reports %s", self.last_error)
                     continue
                 try:
+                    if isinstance(message, Hello):  # illegal once streaming: raises, counted
+                        self.machine.handle(LinkEvent.HELLO_RECEIVED)
                     replies = self.core.on_message(message)
-                except ProtocolError as exc:
+                except ProtocolError as exc:  # IllegalTransition included
                     self.traffic.rejected += 1
                     self._warn("%s", exc)
                     continue
@@ -424,7 +452,9 @@ class TxService:
         t.wire_bytes_out += ws_frame_bytes(len(data), masked=True)
         if frame:
             t.frames_sent += 1
-            t.semantic_bits += semantic_bits(message, self.config)
+            self.ledger.frame(
+                message.seq, message, hit=isinstance(message, Hit), wire_bytes=len(data)
+            )
             now = time.monotonic()
             if self._first_sent is None:
                 self._first_sent = now
@@ -432,7 +462,7 @@ class TxService:
             if len(self._sent_times) > 1024:
                 del self._sent_times[:512]
         elif isinstance(message, Refresh):
-            t.refresh_bits += semantic_bits(message, self.config)
+            self.ledger.traffic(message)
 
     def _count_in(self, data: bytes | str) -> None:
         t = self.traffic
@@ -451,7 +481,7 @@ class TxService:
         return Health(service=self.name, link=self.state)
 
     def snapshot(self) -> TxStats:
-        c, t = self.core.counters, self.traffic
+        c, t, ledger = self.core.counters, self.traffic, self.ledger
         sent = t.frames_sent
         times = self._sent_times
         # Over the last second of sending (still meaningful once the stream has ended).
@@ -463,6 +493,7 @@ class TxService:
         return TxStats(
             link=TxLinkStats(
                 state=self.state,
+                illegal_events=self.machine.illegal,
                 url=self.settings.url,
                 finished=self.finished,
                 refused=self.refused,
@@ -476,7 +507,7 @@ class TxService:
             hits=c.hits,
             news=c.news,
             hit_rate=c.hits / c.frames if c.frames else None,
-            bits_per_frame=(t.semantic_bits + t.refresh_bits) / sent if sent else None,
+            bits_per_frame=(ledger.frame_bits + ledger.refresh_bits) / sent if sent else None,
             wire_bits_per_frame=8 * (t.wire_bytes_out + t.wire_bytes_in) / sent if sent else None,
             fps=finite(fps),
             fps_mean=finite(mean),
@@ -485,7 +516,11 @@ class TxService:
             memory_capacity=self.core.memory.capacity,
             digest=self.core.memory.digest(),
             counters=asdict(c),
-            traffic=asdict(t),
+            traffic={
+                **asdict(t),
+                "semantic_bits": ledger.frame_bits,  # HIT/NEW/DELTA/CODED messages sent
+                "refresh_bits": ledger.refresh_bits,  # REFRESH messages sent
+            },
         )
 
 

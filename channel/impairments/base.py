@@ -32,30 +32,22 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from shared.config import LinkConfig
-from shared.protocol.messages import MESSAGE_TYPES, Message, ProtocolError, decode, encode
+from shared.protocol.messages import (
+    MESSAGE_TYPES,
+    Message,
+    ProtocolError,
+    decode,
+    encode,
+    peek_type,
+)
 
 UNDECODABLE = "undecodable"
 CONTROL_TYPES = frozenset({"hello", "bye", "error", "corrupt"})
 SELECTABLE_TYPES = frozenset(MESSAGE_TYPES) | {UNDECODABLE}
 
-# shared.protocol.messages.encode writes "type" first: fixmap, fixstr "type", fixstr <name>, ...
-_TYPE_PREFIXES = {
-    b"\xa4type" + bytes([0xA0 + len(name)]) + name.encode(): name for name in MESSAGE_TYPES
-}
-
 
 class ImpairmentError(ValueError):
     """An unknown impairment or direction, or an invalid attribute; the message names it."""
-
-
-def peek_type(data: bytes) -> str | None:
-    """The message type read from the frame's leading ``"type"`` key, without decoding the rest;
-    None when the frame does not start that way (then :func:`classify` decodes it)."""
-    if len(data) > 7 and 0x80 <= data[0] <= 0x8F:
-        length = data[6] - 0xA0
-        if 0 <= length < 32:
-            return _TYPE_PREFIXES.get(data[1 : 7 + length])
-    return None
 
 
 def classify(data: bytes) -> tuple[str, Message | None]:

@@ -26,7 +26,8 @@ average, while every frame still carries exactly the bits it is counted for.
    written, needs no new verification, and every reference is verified again at least once per
    segment; with ``coded_cue=every_reference`` on every HIT and DELTA, as the paper does;
 4. DELTA: the residual's bit width b′ (adaptive), its scale code (adaptive over
-   :data:`shared.coding.rdo.SCALE_LEVELS`), and the d residual codes (adaptive, one model per b′);
+   :data:`shared.coding.residual.SCALE_LEVELS`), and the d residual codes (adaptive, one model
+   per b′);
 5. NEW: the d latent codes (adaptive over 2^b values, with a heavy-tailed prior around the centre);
 6. DELTA and NEW: the slot, as a flag "the slot after the previous one written in this segment"
    (adaptive) or, failing that, uniformly over capacity + 1 (−1: not stored).
@@ -51,6 +52,7 @@ import constriction
 import numpy as np
 
 from shared.coding.quantizer import Grid, LatentGrid
+from shared.coding.residual import SCALE_LEVELS
 from shared.config import LinkConfig
 
 # constriction's submodules are attributes of its extension module, not importable packages.
@@ -65,7 +67,6 @@ INCREMENT = 32  # count added per coded symbol
 COUNT_LIMIT = 1 << 16  # counts halve when their total passes this
 CUE_CHUNK_BITS = 16  # the cue is coded as uniform chunks of at most this many bits
 TERMINATION_SEARCH_BYTES = 6  # byte-prefixes tried below the sealed length
-SCALE_LEVELS = 128  # residual scale codes (shared.coding.rdo.scale_value)
 
 
 class EntropyError(ValueError):

@@ -18,6 +18,7 @@ training them is :mod:`experiments.train_adaptive`.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,7 +87,9 @@ def weights_path(dim: int) -> Path:
     return WEIGHTS_DIR / f"adaptive{dim}.json"
 
 
+@functools.cache
 def load_adaptive(dim: int) -> AdaptiveSimilarity:
+    """The shipped weights for d = ``dim`` (cached: they do not change while a process runs)."""
     path = weights_path(dim)
     if not path.is_file():
         raise AdaptiveError(

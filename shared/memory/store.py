@@ -15,7 +15,6 @@ import numpy as np
 
 from shared.coding.quantizer import dequantize, dequantize_weights, normalize, quantize_weights
 from shared.config import LinkConfig
-from shared.memory.adaptive import load_adaptive
 
 
 class MemoryAccessError(ValueError):
@@ -139,7 +138,7 @@ class Memory:
         self._clock = 0
         self.similarity = dot_scores
         if config.memory == "adaptive":
-            self.similarity = load_adaptive(config.latent_dim).scores
+            self.similarity = config.adaptive_similarity().scores
 
     # -- decisions (Tx) --------------------------------------------------------------------------
 

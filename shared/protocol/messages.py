@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import msgpack
 
 PROTOCOL_VERSION = 1
+DIGEST_EVERY = 30  # frames between the Tx's DIGESTs, unless a link or experiment sets its own
 MAX_MESSAGE_BYTES = 256 * 1024
 MAX_SEQ = 2**53  # sequence numbers stay exact in every JSON consumer of the stats
 
@@ -179,6 +180,22 @@ def encode(message: Message) -> bytes:
     return msgpack.packb(payload, use_bin_type=True)
 
 
+# encode writes "type" first: fixmap, fixstr "type", fixstr <name>, ...
+_TYPE_PREFIXES = {
+    b"\xa4type" + bytes([0xA0 + len(name)]) + name.encode(): name for name in MESSAGE_TYPES
+}
+
+
+def peek_type(data: bytes) -> str | None:
+    """The message type read from the frame's leading ``"type"`` key, without decoding the rest;
+    None when the frame does not start that way (then only :func:`decode` can tell)."""
+    if len(data) > 7 and 0x80 <= data[0] <= 0x8F:
+        length = data[6] - 0xA0
+        if 0 <= length < 32:
+            return _TYPE_PREFIXES.get(data[1 : 7 + length])
+    return None
+
+
 def decode(data: bytes) -> Message:
     """Parse and validate one message; raises ProtocolError with a precise reason."""
     if len(data) > MAX_MESSAGE_BYTES:
@@ -256,6 +273,7 @@ __all__ = [
     "Error",
     "Bye",
     "MESSAGE_TYPES",
+    "peek_type",
     "ProtocolError",
     "encode",
     "decode",

@@ -1,0 +1,332 @@
+"""A hostile peer: malformed and out-of-range input, oversized frames, floods, no credentials.
+
+Every bad input gets a clear, counted error (and a close code where the link cannot go on), and
+the process keeps serving: /healthz and /stats answer, and a proper link afterwards works. The
+link's shared secret and the channel's control token are checked here too
+(shared/protocol/security.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import msgpack
+import numpy as np
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.server import serve
+from websockets.exceptions import ConnectionClosed
+
+from experiments.demo import Child, Processes, free_port, wait_for
+from shared.coding.quantizer import pack_codes
+from shared.config import ConfigError, build_config
+from shared.protocol.handshake import CloseCode
+from shared.protocol.messages import (
+    MAX_MESSAGE_BYTES,
+    MAX_SEQ,
+    Bye,
+    Corrupt,
+    Digest,
+    Error,
+    Hello,
+    Hit,
+    New,
+    Refresh,
+    RefreshRequest,
+    decode,
+    encode,
+)
+from shared.protocol.security import sign_hello, verify_hello
+from shared.service import ChannelSettings
+from transmitter.core import TransmitterCore
+
+pytestmark = pytest.mark.e2e
+
+SECRET = "correct horse battery staple"
+ENV = {"HOPLINK_LOG_LEVEL": "warning", "HOPLINK_SEED": "0", "HOPLINK_THRESHOLD": "0.99"}
+CONFIG = build_config({"seed": 0, "threshold": 0.99}, read_env=False)
+
+
+@dataclass
+class Bench:
+    procs: Processes
+    rx: Child
+    rx_secret: Child  # an Rx that requires the shared secret
+    model_digest: str
+
+    def hello(self) -> Hello:
+        return Hello(role="tx", config_digest=CONFIG.digest(), model_digest=self.model_digest)
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bench]:
+    from shared.codec.models import load_codec
+
+    logs = tmp_path_factory.mktemp("hostile-logs")
+    with Processes(Path(logs), env=ENV) as procs:
+        rx = procs.start("rx", ["receiver"])
+        rx_secret = procs.start("rx", ["receiver"], env={"HOPLINK_SECRET": SECRET}, key="rx-s")
+        yield Bench(procs, rx, rx_secret, load_codec(CONFIG.codec).digest)
+
+
+async def open_link(url: str, hello: Hello) -> tuple[ClientConnection, Hello]:
+    ws = await connect(url, compression=None, max_size=None)
+    await ws.send(encode(hello))
+    reply = decode(await ws.recv())
+    assert isinstance(reply, Hello), reply
+    return ws, reply
+
+
+async def refused(url: str, first: bytes | str) -> tuple[Error | None, int, str]:
+    """Send ``first`` on a fresh link; the ERROR (if any) and the close code and reason."""
+    async with connect(url, compression=None) as ws:
+        await ws.send(first)
+        error = None
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                message = decode(await ws.recv())
+                if isinstance(message, Error):
+                    error = message
+    rcvd = closed.value.rcvd
+    return error, rcvd.code, rcvd.reason
+
+
+def _latent(rng: np.random.Generator) -> np.ndarray:
+    z = rng.standard_normal(CONFIG.latent_dim).astype(np.float32)
+    return z / np.linalg.norm(z)
+
+
+async def stream_proper_frames(ws: ClientConnection, frames: int) -> None:
+    """A well-behaved Tx: a few distinct latents, repeated (NEWs then HITs), then DIGEST, BYE."""
+    tx = TransmitterCore(CONFIG)
+    rng = np.random.default_rng(1)
+    views = [_latent(rng) for _ in range(4)]
+    for seq in range(frames):
+        await ws.send(encode(tx.on_frame(seq, seq / 30, views[seq // 5 % 4]).message))
+    await ws.send(encode(tx.digest()))
+    await ws.send(encode(tx.bye()))
+
+
+def hostile_messages() -> list[tuple[str, bytes | str]]:
+    latent = pack_codes(np.full(CONFIG.latent_dim, 9, dtype=np.uint16), CONFIG.bits_per_value)
+    hit = {"type": "hit", "seq": 1, "t": 0.0, "refs": [0], "cue": 0}
+    pack = lambda m: msgpack.packb(m, use_bin_type=True)  # noqa: E731
+    return [
+        ("malformed msgpack", b"\xc1\xc1 not msgpack"),
+        ("text frame", "hello?"),
+        ("not a map", pack([1, 2, 3])),
+        ("unknown type", pack({"type": "gremlin"})),
+        ("wrong field type", pack({**hit, "seq": "one"})),
+        ("missing field", pack({"type": "hit", "seq": 1})),
+        ("unknown field", pack({**hit, "extra": 1})),
+        ("seq beyond 64 bits", pack({**hit, "seq": 2**64 - 1})),
+        ("NaN frame time", pack({**hit, "t": float("nan")})),
+        ("inf rho", pack({"type": "corrupt", "rho": float("inf"), "sigma": 0.0, "seed": 0})),
+        ("rho out of range", encode(Corrupt(rho=2.0, sigma=0.0, seed=0))),
+        ("slot out of range", encode(New(seq=0, t=0.0, slot=10**6, latent=latent))),
+        ("latent of the wrong size", encode(New(seq=1, t=0.0, slot=0, latent=b"\x00" * 3))),
+        ("ref out of range", encode(Hit(seq=2, t=0.0, refs=(10**6,), cue=0))),
+        ("two refs, no weights", encode(Hit(seq=3, t=0.0, refs=(0, 1), cue=0))),
+        ("all-zero weights", encode(Hit(seq=4, t=0.0, refs=(0,), cue=0, weights=(0,)))),
+        ("seq 2^53 ahead", encode(Hit(seq=MAX_SEQ, t=0.0, refs=(0,), cue=0))),
+        ("refresh of the wrong size", encode(Refresh(ref=0, seq=-1, latent=b"\x01"))),
+        ("digest with short hashes", encode(Digest(seq=0, count=3, digest="x", slot_hashes=b""))),
+        ("a Tx-bound message", encode(RefreshRequest(ref=0, seq=0))),
+        ("a second hello", encode(Hello(role="tx", config_digest="x", model_digest="y"))),
+        ("over MAX_MESSAGE_BYTES", b"\x00" * (MAX_MESSAGE_BYTES + 1)),
+    ]
+
+
+async def test_bad_input_is_counted_and_the_rx_keeps_serving(bench: Bench) -> None:
+    rx = bench.rx
+    bad = hostile_messages()
+    ws, _ = await open_link(rx.ws_url, bench.hello())
+    async with ws:
+        errors = []
+        for _, data in bad:
+            await ws.send(data)
+            async with asyncio.timeout(10):
+                reply = decode(await ws.recv())
+            assert isinstance(reply, Error), reply
+            errors.append(reply)
+        await ws.send(encode(Bye(last_seq=4)))
+    for (what, _), error in zip(bad, errors, strict=True):
+        assert error.code == "bad_message" and len(error.reason) > 10, (what, error)
+    stats = await asyncio.to_thread(
+        wait_for, lambda: (s := rx.stats())["link"]["session_ended"] and s, 10, "the Rx's BYE"
+    )
+    t, c = stats["traffic"], stats["counters"]
+    assert t["errors_sent"] == len(bad) == t["decode_errors"] + c["errors"]
+    assert c["seq_jumps_refused"] == 1
+    assert sum(stats["frames_by_outcome"].values()) == 5  # frames 0-4: concealed or lost
+    assert httpx.get(f"{rx.url}/healthz", timeout=5).json()["status"] == "ok"
+    # A proper link afterwards: a new session, every frame decoded.
+    ws, _ = await open_link(rx.ws_url, bench.hello())
+    async with ws:
+        await stream_proper_frames(ws, 20)
+
+        def ended() -> dict | None:
+            s = rx.stats()
+            return s if s["link"]["session_ended"] and s["frames"] == 20 else None
+
+        stats = await asyncio.to_thread(wait_for, ended, 15, "the proper session")
+    assert stats["frames_by_outcome"]["decoded"] == 20
+    assert stats["counters"]["errors"] == 0 and stats["digest"]["agree"] is True
+
+
+async def test_oversized_frame_closes_the_link_with_1009(bench: Bench) -> None:
+    rx = bench.rx
+    ws, _ = await open_link(rx.ws_url, bench.hello())
+    with pytest.raises(ConnectionClosed) as closed:
+        async with ws:
+            await ws.send(b"\x00" * (8 * MAX_MESSAGE_BYTES))  # beyond the websocket's max_size
+            while True:
+                await ws.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+    assert httpx.get(f"{rx.url}/healthz", timeout=5).json()["status"] == "ok"
+    ws, reply = await open_link(rx.ws_url, bench.hello())  # and the next link opens
+    await ws.close()
+    assert reply.role == "rx"
+
+
+async def test_garbage_hello_is_refused_with_a_close_code(bench: Bench) -> None:
+    error, code, reason = await refused(bench.rx.ws_url, b"\x93\x01\x02")
+    assert code == CloseCode.PROTOCOL_ERROR and "hello" in reason
+    assert error is not None and error.code == "protocol_error"
+    old = Hello(role="tx", config_digest=CONFIG.digest(), model_digest="m", version=999)
+    error, code, _ = await refused(bench.rx.ws_url, encode(old))
+    assert code == CloseCode.VERSION_MISMATCH and "999" in error.reason
+
+
+# --- a REFRESH_REQUEST flood towards the Tx ------------------------------------------------------
+
+
+async def test_refresh_request_flood_is_bounded_by_the_tx_budget(bench: Bench) -> None:
+    """A fake Rx floods the Tx with refresh requests (and garbage): the Tx answers at most its
+    refresh budget per DIGEST period, counts the rest as refused, and streams on."""
+    flood, unknown, garbage = 3000, 100, 200
+    seen = {"refresh": 0, "digest": 0, "bye": 0}
+    done = asyncio.Event()
+
+    async def fake_rx(ws) -> None:
+        hello = decode(await ws.recv())
+        await ws.send(
+            encode(
+                Hello(role="rx", config_digest=hello.config_digest, model_digest=hello.model_digest)
+            )
+        )
+        flooded = False
+        async for data in ws:
+            message = decode(data)
+            if message.TYPE in seen:
+                seen[message.TYPE] += 1
+            if isinstance(message, New) and not flooded:
+                flooded = True
+                for _ in range(flood):
+                    await ws.send(encode(RefreshRequest(ref=message.slot, seq=-1, reason="flood")))
+                for i in range(unknown):
+                    await ws.send(encode(RefreshRequest(ref=10_000 + i, seq=-1)))
+                for _ in range(garbage):
+                    await ws.send(b"\xc1")
+            if isinstance(message, Bye):
+                done.set()
+
+    async with serve(fake_rx, "127.0.0.1", 0, compression=None) as server:
+        port = server.sockets[0].getsockname()[1]
+        args = ["--url", f"ws://127.0.0.1:{port}/link", "--frames", "90", "--fps", "30"]
+        args += ["--digest-every", "30", "--linger"]
+        tx = await asyncio.to_thread(
+            bench.procs.start, "tx", ["transmitter", *args], key="tx-flood"
+        )
+        try:
+            async with asyncio.timeout(60):
+                await done.wait()
+            stats = await asyncio.to_thread(
+                wait_for, lambda: (s := tx.stats())["link"]["finished"] and s, 30, "the Tx"
+            )
+        finally:
+            await asyncio.to_thread(bench.procs.stop, "tx-flood")
+    c, t = stats["counters"], stats["traffic"]
+    budget = 64  # TransmitterCore.refresh_budget, refilled by every DIGEST
+    assert stats["frames_sent"] == 90 and stats["link"]["finished"]
+    assert c["refresh_requests"] == flood + unknown
+    assert c["refreshes_sent"] == seen["refresh"] <= budget * (1 + c["digests_sent"])
+    assert c["refreshes_refused"] == flood + unknown - c["refreshes_sent"]
+    assert t["decode_errors"] == garbage
+    assert seen["bye"] == 1
+
+
+# --- the link's shared secret --------------------------------------------------------------------
+
+
+async def test_the_secret_rx_refuses_unauthenticated_and_replayed_hellos(bench: Bench) -> None:
+    url = bench.rx_secret.ws_url
+    error, code, reason = await refused(url, encode(bench.hello()))
+    assert code == CloseCode.AUTH_FAILED and "no MAC" in reason and error.code == "auth_failed"
+    wrong = sign_hello(bench.hello(), "not the secret")
+    error, code, reason = await refused(url, encode(wrong))
+    assert code == CloseCode.AUTH_FAILED and "wrong MAC" in reason
+    good = sign_hello(bench.hello(), SECRET)
+    ws, reply = await open_link(url, good)
+    await ws.close()
+    verify_hello(reply, SECRET, peer_nonce=good.nonce)  # the Rx proved it holds the secret
+    assert reply.nonce and reply.nonce != good.nonce
+    error, code, reason = await refused(url, encode(good))  # the same HELLO, replayed
+    assert code == CloseCode.AUTH_FAILED and "replayed" in reason
+    stats = bench.rx_secret.stats()
+    assert stats["link"]["links_refused_by_code"]["auth_failed"] == 3
+
+
+def test_a_tx_with_the_secret_streams_and_one_without_is_refused(bench: Bench) -> None:
+    procs = bench.procs
+    common = ["--frames", "30", "--fps", "0", "--linger"]
+    ok = procs.start(
+        "tx",
+        ["transmitter", "--url", bench.rx_secret.ws_url, *common],
+        env={"HOPLINK_SECRET": SECRET},
+        key="tx-secret",
+    )
+    try:
+        stats = wait_for(lambda: (s := ok.stats())["link"]["finished"] and s, 60, "the Tx")
+    finally:
+        procs.stop("tx-secret")
+    assert stats["frames_sent"] == 30
+    # A Tx with a secret refuses a receiver that cannot prove it holds it (exit status 2).
+    rogue = procs.start(
+        "tx",
+        ["transmitter", "--url", bench.rx.ws_url, *common],
+        env={"HOPLINK_SECRET": SECRET},
+        key="tx-rogue",
+        wait=False,  # refused at once: it may exit before its /healthz ever answers
+    )
+    try:
+        assert rogue.process.wait(60) == 2
+    finally:
+        procs.stop("tx-rogue")
+    assert "4006" in rogue.log_tail() and "not authenticated" in rogue.log_tail()
+
+
+# --- the channel's control token (its API in-process: tests/channel/test_server.py) --------------
+
+
+def test_channel_refuses_to_listen_beyond_loopback_without_a_token() -> None:
+    from channel.server import ChannelService
+
+    with pytest.raises(ConfigError, match="HOPLINK_CONTROL_TOKEN"):
+        ChannelService(CONFIG, ChannelSettings(host="0.0.0.0"))
+    ChannelService(CONFIG, ChannelSettings(host="::1"))  # loopback needs none
+    port = str(free_port())
+    run = subprocess.run(
+        [sys.executable, "-m", "channel", "--host", "0.0.0.0", "--port", port],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**ENV, "PATH": "/usr/bin:/bin"},
+    )
+    assert run.returncode == 2 and "HOPLINK_CONTROL_TOKEN" in run.stderr
