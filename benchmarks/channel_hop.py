@@ -26,6 +26,7 @@ from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
 
 from benchmarks.timing import cpu_seconds, percentiles, rss_mb
+from experiments.demo import get_json
 from shared.protocol.messages import Hello, New, ProtocolError, decode, encode
 
 WS_OPTIONS = {"compression": None, "max_size": 1 << 20}
@@ -99,17 +100,13 @@ async def channel_process(target: str):
 
 
 async def _wait_healthy(port: int, timeout: float = 30.0) -> None:
-    import httpx
-
     deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient() as client:
-        while time.monotonic() < deadline:
-            try:
-                if (await client.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.1)
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError):
+            health = await asyncio.to_thread(get_json, f"http://127.0.0.1:{port}/healthz", 1.0)
+            if health.get("status") == "ok":
+                return
+        await asyncio.sleep(0.1)
     raise RuntimeError(f"channel on port {port} did not become healthy")
 
 
@@ -427,11 +424,8 @@ async def scale(links=(1, 10, 100, 500), fps: float = 30.0, seconds: float = 3.0
 
 async def _frames_counted(channel_url: str) -> tuple[int, int]:
     """NEW messages the channel took in and sent on so far (summed over its links)."""
-    import httpx
-
     base = channel_url.replace("ws://", "http://").removesuffix("/link")
-    async with httpx.AsyncClient() as client:
-        forward = (await client.get(f"{base}/stats")).json()["directions"]["tx_to_rx"]
+    forward = (await asyncio.to_thread(get_json, f"{base}/stats"))["directions"]["tx_to_rx"]
     return forward["types_in"].get("new", 0), forward["types_out"].get("new", 0)
 
 

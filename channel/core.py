@@ -13,6 +13,14 @@ clearing one impairment never changes another's draws, and one seed reproduces a
 process carrying several links gives each its own core with a ``link`` number, appended to every
 key (link 0 keeps the keys above), so links draw independent streams. A message with no
 impairment set on its direction is forwarded at once, without being decoded.
+
+``hold=True`` (the network channel): the queueing impairments (rate, delay) keep what is not due
+yet inside the core and release it from :meth:`ChannelCore.poll`, so changing their attributes
+reschedules what they hold and clearing them releases it at once — nothing is stranded at a send
+time computed under settings that no longer apply. What the core holds per direction is bounded
+(``max_held`` messages, ``max_held_bytes`` bytes): a message arriving over either bound is dropped
+and counted (``overflow``, part of ``dropped``). ``hold=False`` (the in-process link, unit tests)
+returns every delivery at once with its send time.
 """
 
 from __future__ import annotations
@@ -36,6 +44,8 @@ from shared.protocol.messages import Corrupt, encode
 
 DIRECTIONS = ("tx_to_rx", "rx_to_tx")
 MAX_CORRUPT_SIGMA = 10.0  # the largest σ the receiver accepts in a corruption event
+MAX_HELD = 4096  # messages the core holds per direction before it drops arrivals
+MAX_HELD_BYTES = 64 * 2**20  # bytes the core holds per direction before it drops arrivals
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +72,7 @@ class _Direction:
     types_in: dict[str, int] = field(default_factory=dict)
     types_out: dict[str, int] = field(default_factory=dict)
     retired: dict[str, dict[str, int]] = field(default_factory=dict)  # counters of cleared ones
+    overflow: int = 0  # arrivals dropped because the backlog was full (messages or bytes)
     released: list[InFlight] = field(default_factory=list)  # flushed on clear, out at next poll
 
     def find(self, name: str) -> _Stage | None:
@@ -74,11 +85,26 @@ class _Direction:
 class ChannelCore:
     """Impairs the messages of both directions of one link; see the module docstring."""
 
-    def __init__(self, config: LinkConfig, seed: int = 0, link: int = 0) -> None:
+    def __init__(
+        self,
+        config: LinkConfig,
+        seed: int = 0,
+        link: int = 0,
+        *,
+        hold: bool = False,
+        max_held: int = MAX_HELD,
+        max_held_bytes: int = MAX_HELD_BYTES,
+    ) -> None:
         if seed < 0 or link < 0:
             raise ValueError(f"seed and link must be non-negative, got {seed}, {link}")
+        if max_held < 1 or max_held_bytes < 1:
+            raise ValueError(f"backlog bounds must be positive, got {max_held}, {max_held_bytes}")
         self.config = config
         self.seed = seed
+        self.hold = hold
+        self.max_held = max_held
+        self.max_held_bytes = max_held_bytes
+        self._now = -math.inf  # the latest time given to on_data/poll (reschedules use it)
         self._link_key = [link] if link else []  # link 0: the single-link streams
         self._directions = {name: _Direction(i) for i, name in enumerate(DIRECTIONS)}
         self._rngs: dict[tuple[str, str], np.random.Generator] = {}
@@ -93,6 +119,7 @@ class ChannelCore:
         """One incoming message → zero (lost or held), one, or more (duplicated, or held ones
         released) deliveries, each with its send time (never before ``now``)."""
         d = self._direction(direction)
+        self._now = max(self._now, now)
         d.messages_in += 1
         d.bytes_in += len(data)
         kind, message = classify(data)
@@ -102,12 +129,16 @@ class ChannelCore:
             d.bytes_out += len(data)
             d.types_out[kind] = d.types_out.get(kind, 0) + 1
             return [Delivery(data, now)]
+        if self._held(d) >= self.max_held or self._held_bytes(d) + len(data) > self.max_held_bytes:
+            d.overflow += 1  # the backlog is full: bounded in messages and in bytes
+            return []
         items = self._run(d, [InFlight(data, now, kind, message)], 0)
         return [Delivery(item.data, at) for item, at in self._leave(d, items, now)]
 
     def poll(self, now: float) -> list[tuple[str, Delivery]]:
         """Held messages due at ``now`` (and those released by clearing an impairment)."""
         out: list[tuple[str, Delivery]] = []
+        self._now = max(self._now, now)
         for name, d in self._directions.items():
             items, d.released = d.released, []
             for i, stage in enumerate(d.stages):
@@ -153,9 +184,16 @@ class ChannelCore:
 
     # -- control (REST API) ----------------------------------------------------------------------
 
-    def set_impairment(self, direction: str, name: str, attributes: Mapping[str, Any]) -> dict:
+    def set_impairment(
+        self,
+        direction: str,
+        name: str,
+        attributes: Mapping[str, Any],
+        now: float | None = None,
+    ) -> dict:
         """Add an impairment, or update one (the given attributes are merged into its current
-        ones; its counters and state are kept). Returns its state."""
+        ones; its counters and state are kept; what it holds is rescheduled at ``now``, by
+        default the latest time the core was given). Returns its state."""
         d = self._direction(direction)
         cls = self._class(name)
         stage = d.find(name)
@@ -165,8 +203,12 @@ class ChannelCore:
         if stage is not None:
             merged = {**stage.impairment.attributes.model_dump(), **attributes}
             stage.impairment.configure(cls.validate(merged, where))
+            if now is not None:
+                self._now = max(self._now, now)
+            stage.impairment.reschedule(self._now)
             return stage.impairment.state()
         impairment = cls(cls.validate(attributes, where), self.config)
+        impairment.hold = self.hold
         key = (direction, name)
         if key not in self._rngs:  # kept for the core's life: re-adding continues the stream
             entropy = [self.seed, name_hash(name), d.index, *self._link_key]
@@ -234,7 +276,8 @@ class ChannelCore:
 
     def stats(self) -> dict:
         """Per direction: messages and bytes in/out, per-type counts, totals of every
-        impairment's counters (cleared ones included), messages dropped / duplicated / held
+        impairment's counters (cleared ones included), messages dropped (by impairments, and
+        ``overflow`` of a full backlog) / duplicated / held (and ``held_bytes``)
         (``messages_in + duplicated == messages_out + dropped + held``); and events sent."""
         out: dict[str, Any] = {}
         for name, d in self._directions.items():
@@ -248,9 +291,11 @@ class ChannelCore:
                 "messages_out": d.messages_out,
                 "bytes_in": d.bytes_in,
                 "bytes_out": d.bytes_out,
-                "dropped": sum(c.get("dropped", 0) for c in totals.values()),
+                "dropped": d.overflow + sum(c.get("dropped", 0) for c in totals.values()),
+                "overflow": d.overflow,
                 "duplicated": sum(c.get("duplicated", 0) for c in totals.values()),
-                "held": len(d.released) + sum(s.impairment.held() for s in d.stages),
+                "held": self._held(d),
+                "held_bytes": self._held_bytes(d),
                 "types_in": dict(d.types_in),
                 "types_out": dict(d.types_out),
                 "impairments": {k: totals[k] for k in sorted(totals, key=PIPELINE_ORDER.index)},
@@ -259,6 +304,15 @@ class ChannelCore:
         return out
 
     # -- helpers ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _held(d: _Direction) -> int:
+        return len(d.released) + sum(s.impairment.held() for s in d.stages)
+
+    @staticmethod
+    def _held_bytes(d: _Direction) -> int:
+        released = sum(len(item.data) for item in d.released)
+        return released + sum(s.impairment.held_bytes() for s in d.stages)
 
     def _direction(self, direction: str) -> _Direction:
         try:

@@ -7,11 +7,15 @@ links draw independent, reproducible impairments from the same settings (the RES
 settings for every link at once). Every message of both directions goes through the link's
 :meth:`ChannelCore.on_data`, and each delivery is sent at its ``at`` (one :class:`Outbox` per
 direction: a heap in (time, arrival) order and a sender task, so equal times keep their order).
-Messages the core holds (reorder, delay) are released by a poll task woken at
-:meth:`ChannelCore.next_poll_at`. The handshake goes through the core too: HELLO, BYE, ERROR and
-CORRUPT are control plane and pass untouched unless an impairment names them. ``/stats`` and
-``/metrics`` sum the counters over every link, ended ones included; ``open_links`` lists each
-open link's own.
+Messages the core holds (the rate queue, the delay line, reorder) are released by a poll task
+woken at :meth:`ChannelCore.next_poll_at`: the core runs in holding mode, so changing or clearing
+``rate`` or ``delay`` reschedules what waits (nothing is stranded at a send time computed under
+the old settings), and what it holds is bounded per direction in messages and bytes
+(``--backlog-messages``, ``--backlog-bytes``; arrivals beyond are dropped and counted as
+``overflow``). The outbox is bounded too (messages and bytes): beyond either the reader waits.
+The handshake goes through the core too: HELLO, BYE, ERROR and CORRUPT are control plane
+and pass untouched unless an impairment names them. ``/stats`` and ``/metrics`` sum the counters
+over every link, ended ones included; ``open_links`` lists each open link's own.
 
 When one side closes, what is still queued towards the other side is delivered (up to
 ``--flush-timeout``), then the other side is closed with the same code and reason, so a refusal
@@ -62,6 +66,7 @@ log = logging.getLogger("hoplink.channel")
 
 Direction = Literal["tx_to_rx", "rx_to_tx"]
 MAX_BACKLOG = 4096  # queued deliveries per direction before the reader waits (backpressure)
+MAX_BACKLOG_BYTES = 64 * 2**20  # queued bytes per direction before the reader waits
 _UNSENDABLE = {1005: (1000, ""), 1006: (1011, "peer connection lost")}  # RFC 6455 §7.4.1
 
 
@@ -82,10 +87,15 @@ class Outbox:
         self.sent = 0
         self.failed = 0
         self.discarded = 0  # queued when a link ended and could not be flushed
+        self.bytes = 0  # bytes queued
         self._in_flight = 0  # sends awaiting the socket (the sender task's, and offer's)
 
     def __len__(self) -> int:
         return len(self._heap)
+
+    @property
+    def full(self) -> bool:
+        return len(self._heap) >= MAX_BACKLOG or self.bytes >= MAX_BACKLOG_BYTES
 
     @property
     def idle(self) -> bool:
@@ -102,9 +112,10 @@ class Outbox:
     def push(self, delivery: Delivery) -> None:
         self._count += 1
         heapq.heappush(self._heap, (delivery.at, self._count, delivery.data))
+        self.bytes += len(delivery.data)
         if self._heap[0][1] == self._count:  # a new earliest: the sender may sleep too long
             self._wake.set()
-        if len(self._heap) >= MAX_BACKLOG:
+        if self.full:
             self._space.clear()
 
     async def wait_space(self) -> None:
@@ -113,6 +124,7 @@ class Outbox:
     def clear(self) -> None:
         self.discarded += len(self._heap)
         self._heap.clear()
+        self.bytes = 0
         self._space.set()
 
     async def run(self) -> None:
@@ -130,7 +142,8 @@ class Outbox:
                         await self._wake.wait()
                 continue
             _, _, data = heapq.heappop(self._heap)
-            if len(self._heap) < MAX_BACKLOG // 2:
+            self.bytes -= len(data)
+            if len(self._heap) < MAX_BACKLOG // 2 and self.bytes < MAX_BACKLOG_BYTES // 2:
                 self._space.set()
             await self._send_one(data)
 
@@ -242,7 +255,7 @@ class _Link:
             for delivery in deliveries:
                 outbox.push(delivery)
         self.poke()
-        if len(outbox) >= MAX_BACKLOG:
+        if outbox.full:
             await outbox.wait_space()
 
     async def _flush(self, direction: str, timeout: float) -> None:
@@ -287,6 +300,7 @@ class _Link:
         outbox = {
             d: {
                 "queued": len(o),
+                "queued_bytes": o.bytes,
                 "sent": o.sent,
                 "send_failures": o.failed,
                 "discarded": o.discarded,
@@ -324,6 +338,7 @@ class ChannelLinkStats(BaseModel):
 
 class OutboxStats(BaseModel):
     queued: int
+    queued_bytes: int = 0
     sent: int
     send_failures: int
     discarded: int
@@ -335,6 +350,8 @@ class LinkDirectionStats(BaseModel):
     dropped: int
     held: int
     queued: int
+    overflow: int = 0  # arrivals dropped because the link's backlog was full
+    held_bytes: int = 0
 
 
 class OpenLinkStats(BaseModel):
@@ -458,7 +475,14 @@ class ChannelService:
             self._retire(link)
 
     def _new_core(self, number: int) -> ChannelCore:
-        core = ChannelCore(self.config, seed=self.config.seed, link=number)
+        core = ChannelCore(
+            self.config,
+            seed=self.config.seed,
+            link=number,
+            hold=True,
+            max_held=self.settings.backlog_messages,
+            max_held_bytes=self.settings.backlog_bytes,
+        )
         for direction, stages in self.template.impairment_attributes().items():
             for name, attributes in stages.items():
                 core.set_impairment(direction, name, attributes)
@@ -478,7 +502,7 @@ class ChannelService:
         """Zero counters in the shape of :meth:`_Link.counts` (the template carries no traffic)."""
         stats = self.template.stats()
         events = stats.pop("events")
-        zero = {"queued": 0, "sent": 0, "send_failures": 0, "discarded": 0}
+        zero = {"queued": 0, "queued_bytes": 0, "sent": 0, "send_failures": 0, "discarded": 0}
         return {
             "directions": stats,
             "events": events,
@@ -508,9 +532,10 @@ class ChannelService:
             self.template.set_impairment(direction, name, attributes)
         except ImpairmentError as exc:
             raise HTTPException(400, str(exc)) from None
-        for link in self.open.values():
-            link.core.set_impairment(direction, name, attributes)
-            link.poke()
+        now = asyncio.get_running_loop().time()
+        for link in self.open.values():  # what a link's core holds is rescheduled at once
+            link.core.set_impairment(direction, name, attributes, now=now)
+            link.poke(force=True)
         return self.impairments()[direction][name]
 
     def clear_impairment(self, direction: str, name: str) -> None:
@@ -561,6 +586,8 @@ class ChannelService:
                     dropped=s["dropped"],
                     held=s["held"],
                     queued=counts["outbox"][d]["queued"],
+                    overflow=s["overflow"],
+                    held_bytes=s["held_bytes"],
                 )
                 for d, s in counts["directions"].items()
             }

@@ -12,11 +12,15 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
 
 from benchmarks.run import SECTIONS
 from benchmarks.run import main as run_bench
 from experiments.demo import DemoError, add_demo_arguments, run_demo
-from experiments.tables import Precise, render_table
+from experiments.tables import TERMINAL_WIDTH, Precise, render_table
+from shared.codec.zoo import WEIGHTS_DIR_ENV
 from shared.config import ConfigError, add_config_arguments, config_from_args
 from shared.service import (
     ChannelSettings,
@@ -77,19 +81,24 @@ def cmd_sim(args: argparse.Namespace) -> int:
         f"scenario {args.scenario}: {s.frames} frames, memory={config.memory}, "
         f"τ={config.threshold}, M={config.capacity}, codec {codec.name}"
     )
-    headers = ["bits/frame", "hit rate", "NEW", "CR", "η", "C", "PSNR dB", "SSIM", "wire B/f"]
+    headers = ["link b/f", "semantic b/f", "wire b/f", "hit rate", "NEW", "CR", "η", "C", "PSNR dB"]
     row = [
-        s.bits_per_frame,
+        s.link_bits_per_frame,
+        s.semantic_bits_per_frame,
+        s.wire_bits_per_frame,
         s.hit_rate,
         s.news,
         s.compression_ratio,
         s.efficiency,
         s.capacity,
         s.psnr,
-        s.ssim,
-        s.wire_bytes_per_frame,
     ]
     print(render_table(headers, [row]))
+    print(
+        "bits per frame: link = every message both ways at its coded width (frames, refreshes, "
+        "DIGEST, HELLO, BYE); semantic = the paper's eq. (3), frame messages and refreshes; "
+        f"wire = msgpack + websocket framing. SSIM {s.ssim:.3f}."
+    )
     outcomes = ", ".join(f"{k} {v}" for k, v in s.outcomes.items())
     print(
         f"frames: {outcomes}; refreshes {s.refreshes}; cue failures {result.rx.cue_failures}; "
@@ -106,9 +115,13 @@ def cmd_table(args: argparse.Namespace) -> int:
 
     from experiments.table import TABLE_GROUPS, paper_table  # deferred: imports av, torch
     from shared.codec.models import codec_for  # deferred: imports torch
+    from shared.scenarios import expand_sources  # deferred: imports av
 
     config = config_from_args(args)
     codec = codec_for(config)
+    groups = TABLE_GROUPS
+    if args.sources:
+        groups = {label: (source,) for label, source in expand_sources(args.sources).items()}
     started = time.perf_counter()
     with tqdm(desc="calibrating", unit="run", disable=args.json or None) as bar:
         table = paper_table(
@@ -118,7 +131,8 @@ def cmd_table(args: argparse.Namespace) -> int:
             seed=config.seed,
             psnr_drop=args.psnr_drop,
             methods=tuple(args.methods.split(",")),
-            progress=lambda g: bar.set_description(f"{g} ({len(TABLE_GROUPS)} groups)"),
+            progress=lambda g: bar.set_description(f"{g} ({len(groups)} groups)"),
+            groups=groups,
             on_step=bar.update,
         )
     elapsed = time.perf_counter() - started
@@ -131,6 +145,7 @@ def cmd_table(args: argparse.Namespace) -> int:
                 r.method,
                 Precise(r.result.threshold),
                 s.bits_per_frame,
+                s.link_bits_per_frame,
                 s.hit_rate,
                 s.news,
                 s.compression_ratio,
@@ -155,10 +170,12 @@ def cmd_table(args: argparse.Namespace) -> int:
     print()
     for group, red in table.reductions.items():
         print(f"bit reduction of hopfield over vq, {group}: {100 * red:+.1f} %")
-    print(f"average over the three protocols: {100 * table.average_reduction:+.1f} %")
+    over = "the three protocols" if groups is TABLE_GROUPS else f"the {len(groups)} sources"
+    print(f"average over {over}: {100 * table.average_reduction:+.1f} %")
     print(
-        f"({elapsed:.0f} s; τ calibrated per method: lowest-rate τ with PSNR ≥ target, "
-        f"target = all-NEW PSNR − {args.psnr_drop} dB)"
+        f"({elapsed:.0f} s; τ calibrated per method: lowest semantic rate with PSNR ≥ target, "
+        f"target = all-NEW PSNR − {args.psnr_drop} dB; reductions in semantic bits (eq. 3); "
+        "link b/f adds DIGEST, HELLO, BYE and refresh requests)"
     )
     return 0
 
@@ -167,7 +184,8 @@ _TABLE_HEADERS = [
     "group",
     "memory",
     "τ",
-    "bits/frame",
+    "semantic b/f",
+    "link b/f",
     "hit rate",
     "NEW",
     "CR",
@@ -188,8 +206,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from shared.codec.models import CodecError  # deferred: imports torch
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    out = Path(args.out).expanduser() if args.out else user_weights_dir()
     common = dict(
-        minutes=args.minutes, seed=args.seed, device=args.device, out_dir=args.out, steps=args.steps
+        minutes=args.minutes, seed=args.seed, device=args.device, out_dir=out, steps=args.steps
     )
     try:
         if args.objective == "capacity":
@@ -203,6 +222,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     except CodecError as exc:
         raise UserError(str(exc)) from None
     print(json.dumps(card, indent=2))
+    print(
+        f"weights and card of {args.codec} written to {out}; use them with "
+        f"`hoplink sim --weights-dir {out} --codec {args.codec}` (or {WEIGHTS_DIR_ENV}={out})",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -227,22 +251,6 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     print(f"wrote {md} and {page}")
     return 0
-
-
-def _add_experiment_commands(sub: argparse._SubParsersAction) -> None:
-    from experiments.sweep import add_sweep_arguments  # deferred: imports av, torch
-
-    sweep = sub.add_parser(
-        "sweep", help="parallel, resumable parameter sweep -> tidy CSV + the paper's figures"
-    )
-    add_sweep_arguments(sweep)
-    add_config_arguments(sweep)
-    sweep.set_defaults(func=cmd_sweep)
-
-    report = sub.add_parser("report", help="render a sweep folder as a Markdown + HTML report")
-    report.add_argument("--runs", required=True, help="the sweep's --out folder")
-    report.add_argument("--out", default=None, help="report folder (default: the --runs folder)")
-    report.set_defaults(func=cmd_report)
 
 
 # --- rx / tx / channel / demo: the networked link ----------------------------------------------
@@ -275,31 +283,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
 
 
-def _add_network_commands(sub: argparse._SubParsersAction) -> None:
-
-    rx = sub.add_parser("rx", help="run the receiver process (websocket /link, REST on 8003)")
-    add_settings_arguments(rx, RxSettings)
-    add_config_arguments(rx)
-    rx.set_defaults(func=cmd_rx)
-
-    tx = sub.add_parser("tx", help="run the transmitter process (streams to --url, REST on 8001)")
-    add_settings_arguments(tx, TxSettings)
-    add_config_arguments(tx)
-    tx.set_defaults(func=cmd_tx)
-
-    channel = sub.add_parser(
-        "channel", help="run the channel proxy (Tx-side /link, impairment REST API on 8002)"
-    )
-    add_settings_arguments(channel, ChannelSettings)
-    add_config_arguments(channel)
-    channel.set_defaults(func=cmd_channel)
-
-    demo = sub.add_parser("demo", help="start rx, channel and tx on loopback and stream a clip")
-    add_demo_arguments(demo)
-    add_config_arguments(demo)
-    demo.set_defaults(func=cmd_demo)
-
-
 def cmd_train_adaptive(args: argparse.Namespace) -> int:
     import torch
 
@@ -307,13 +290,16 @@ def cmd_train_adaptive(args: argparse.Namespace) -> int:
     from shared.codec.models import load_codec  # deferred: imports torch
 
     torch.set_num_threads(1)
-    card = train_and_save(
-        load_codec(args.codec), steps=args.steps, seed=args.seed, out_dir=args.out
-    )
+    out = Path(args.out).expanduser() if args.out else user_weights_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    card = train_and_save(load_codec(args.codec), steps=args.steps, seed=args.seed, out_dir=out)
     rows = [[e["variant"], e["strength"], e["cosine_accuracy"], e["adaptive_accuracy"]]
             for e in card["evaluation"]]  # fmt: skip
     print(render_table(["variant", "strength", "cosine top-1", "adaptive top-1"], rows))
-    print(f"weights: {card['name']}.json ({card['wall_time_s']} s, loss {card['final_loss']:.3f})")
+    print(
+        f"weights: {out / card['name']}.json ({card['wall_time_s']} s, "
+        f"loss {card['final_loss']:.3f})"
+    )
     return 0
 
 
@@ -354,8 +340,35 @@ def cmd_snr(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(rows)
     else:
-        print(render_table(list(rows[0]), [list(r.values()) for r in rows]))
+        headers = [SNR_HEADERS.get(k, k) for k in rows[0]]
+        table = [list(r.values()) for r in rows]
+        print(render_table(headers, table, width=TERMINAL_WIDTH, keep=3))
+        print(SNR_LEGEND)
     return 0
+
+
+# Short terminal headers of `hoplink snr` (its JSON and CSV keep the full names).
+SNR_HEADERS = {
+    "ebn0_db": "Eb/N0 dB",
+    "bits_per_frame": "bits/frame",
+    "hit_rate": "hits",
+    "refreshes": "refr",
+    "psnr": "PSNR dB",
+    "concealed": "conceal",
+    "recovered": "recov",
+    "silent_wrong": "silent",
+    "digests_agree": "agree",
+    "symbols_per_frame": "sym/frame",
+    "efficiency": "η",
+    "reasoning_capacity": "C",
+    "kappa_bps_per_hz": "κ b/s/Hz",
+    "reasoning_capacity_bps_per_hz": "C b/s/Hz",
+}
+SNR_LEGEND = (
+    "bits/frame: semantic bits (eq. 3) per frame; hits: hit rate; refr: refreshes; lost, conceal,\n"
+    "recov, silent: frames by outcome at the Rx; ber: payload bit-error rate; η, C: eq. 5;\n"
+    "κ, C b/s/Hz: per Hz of bandwidth. --json or --out CSV give every column by its full name."
+)
 
 
 # --- robustness -----------------------------------------------------------------------------------
@@ -421,25 +434,101 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- scenarios / faults ---------------------------------------------------------------------------
+
+# What each bundled scenario shows (shared/scenarios.py renders them from scikit-image photos).
+SCENARIO_NOTES = {
+    "static": "a tripod shot of one photo (coffee); only sensor noise changes",
+    "low_motion": "a slow pan over a cat photo (chelsea), about half a pixel per frame",
+    "high_motion": "a fast pan with a breathing zoom (0.7x to 1.4x) over a motorcycle",
+    "scene_change": "four photos cut in turn, each shot a slow pan from a fresh position",
+    "repetitive_return": "a surveillance tour returning to three views of the astronaut photo",
+    "cam_shake": "a hand-held camera: a few pixels of smooth random wobble (astronaut)",
+    "high_texture": "a pan over gravel: fine texture that changes every frame",
+    "illum_change": "fixed framing under light that brightens and goes warm to cool, then back",
+}
+PROTOCOL_NOTES = {
+    "stable": "content the memory can recall",
+    "gradual_drift": "content that changes slowly (the paper's up-to-70 % case)",
+    "moderate": "content that changes fast",
+}
+
+
+def cmd_scenarios(args: argparse.Namespace) -> int:
+    from shared.scenarios import PROTOCOLS, SCENARIOS, protocol_of  # deferred: imports av
+
+    rows = [
+        [name, protocol_of(name) or "(apart)", SCENARIO_NOTES.get(name, "")] for name in SCENARIOS
+    ]
+    print(render_table(["scenario", "protocol", "what the camera sees"], rows))
+    print("\nprotocols (Table I averages over each):")
+    for protocol, names in PROTOCOLS.items():
+        print(f"  {protocol:14s} {PROTOCOL_NOTES.get(protocol, '')}: {', '.join(names)}")
+    print("  scene_change is reported on its own. Any video file path also works as a scenario.")
+    return 0
+
+
+def _run_faults(args: argparse.Namespace) -> int:
+    from experiments.faults import main as faults_main  # deferred: imports av, torch
+
+    return faults_main(args)
+
+
 # --- parser ---------------------------------------------------------------------------------------
 
 
 SERVICE_COMMANDS = ("rx", "tx", "channel")
 
 
-def build_parser(services_only: bool = False) -> argparse.ArgumentParser:
-    """The ``hoplink`` parser; ``services_only``: just the network commands, so a service process
-    does not import what the other commands need (scipy, av: ~50 MB resident in the channel)."""
-    parser = argparse.ArgumentParser(
-        prog="hoplink",
-        description="Emulator of semantic video communication with shared Hopfield memories.",
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    if services_only:
-        _add_network_commands(sub)
-        return parser
+def version() -> str:
+    """The installed distribution's version ("unknown" in a checkout that was never installed)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
 
-    sim = sub.add_parser("sim", help="run one clip through the in-process simulator")
+    try:
+        return dist_version("hoplink")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def user_weights_dir() -> Path:
+    """Where ``hoplink train`` writes by default: ``$HOPLINK_WEIGHTS_DIR``, else the user's data
+    folder (``$XDG_DATA_HOME/hoplink/weights``, ``~/.local/share/hoplink/weights``); never the
+    installed package."""
+    override = os.environ.get(WEIGHTS_DIR_ENV, "").strip()
+    if override:
+        return Path(override).expanduser()
+    data = os.environ.get("XDG_DATA_HOME", "").strip() or Path.home() / ".local" / "share"
+    return Path(data) / "hoplink" / "weights"
+
+
+class HoplinkParser(argparse.ArgumentParser):
+    """argparse with one-line errors that name the command and the flag at fault."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Wraps descriptions as usual; keeps the example block (lines starting with two spaces)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("example"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+def _add_weights_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--weights-dir",
+        default=None,
+        metavar="DIR",
+        help=f"read codec weights and cards from DIR (e.g. `hoplink train --out DIR`) instead of "
+        f"the shipped ones; also {WEIGHTS_DIR_ENV}",
+    )
+
+
+def _sim_arguments(sim: argparse.ArgumentParser) -> None:
     sim.add_argument(
         "--scenario",
         default="low_motion",
@@ -452,10 +541,12 @@ def build_parser(services_only: bool = False) -> argparse.ArgumentParser:
     sim.add_argument("--rho", type=float, default=0.0, help="ID-map desync fraction ρ")
     sim.add_argument("--sigma", type=float, default=0.0, help="prototype noise σ")
     sim.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_weights_dir(sim)
     add_config_arguments(sim)
     sim.set_defaults(func=cmd_sim)
 
-    table = sub.add_parser("table", help="reproduce the paper's Table I at matched PSNR")
+
+def _table_arguments(table: argparse.ArgumentParser) -> None:
     table.add_argument("--frames", type=int, default=None, help="frames per clip (default 120)")
     table.add_argument(
         "--psnr-drop",
@@ -468,11 +559,19 @@ def build_parser(services_only: bool = False) -> argparse.ArgumentParser:
         default="hopfield,vq",
         help="memory kinds to calibrate, comma-separated (default hopfield,vq)",
     )
+    table.add_argument(
+        "--sources",
+        default=None,
+        help="one group per source instead of the paper's protocols: scenarios, video files, or "
+        "`real` (the Debian-packaged camera videos), comma-separated",
+    )
     table.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_weights_dir(table)
     add_config_arguments(table)
     table.set_defaults(func=cmd_table)
 
-    train = sub.add_parser("train", help="train a codec's weights from the bundled photos")
+
+def _train_arguments(train: argparse.ArgumentParser) -> None:
     train.add_argument("--codec", default="ae64", help="codec name (default ae64)")
     train.add_argument(
         "--objective",
@@ -487,26 +586,41 @@ def build_parser(services_only: bool = False) -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0, help="seed of data and init (default 0)")
     train.add_argument("--device", default="cpu", help="cpu or cuda")
     train.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
-    train.add_argument("--out", default=None, help="output folder (default: the package's)")
+    train.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help=f"output folder (default ${WEIGHTS_DIR_ENV}, else ~/.local/share/hoplink/weights); "
+        "use it with --weights-dir DIR",
+    )
     train.set_defaults(func=cmd_train)
 
-    adaptive = sub.add_parser(
-        "train-adaptive", help="train the adaptive memory's learned similarity (A-Hop)"
-    )
+
+def _train_adaptive_arguments(adaptive: argparse.ArgumentParser) -> None:
     adaptive.add_argument("--codec", default="ae64", help="codec whose latents it learns on")
     adaptive.add_argument("--steps", type=int, default=1500, help="optimizer steps")
     adaptive.add_argument("--seed", type=int, default=0)
-    adaptive.add_argument("--out", default=None, help="output folder (default: the package's)")
+    adaptive.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help=f"output folder (default ${WEIGHTS_DIR_ENV}, else ~/.local/share/hoplink/weights)",
+    )
     adaptive.set_defaults(func=cmd_train_adaptive)
 
-    bench = sub.add_parser("bench", help="throughput, latency and scale beside their floors")
+
+def _bench_arguments(bench: argparse.ArgumentParser) -> None:
     bench.add_argument("--quick", action="store_true", help="a reduced run (seconds)")
-    bench.add_argument("--only", default=None, help="comma-separated sections to run")
+    bench.add_argument(
+        "--only", default=None, help=f"comma-separated sections, from {', '.join(SECTIONS)}"
+    )
     bench.add_argument("--json", action="store_true", help="print JSON instead of tables")
     bench.add_argument("--out", default=None, help="also write the JSON to this file")
+    _add_weights_dir(bench)
     bench.set_defaults(func=cmd_bench)
 
-    snr = sub.add_parser("snr", help="bits/frame, refreshes, PSNR and losses vs channel Eb/N0")
+
+def _snr_arguments(snr: argparse.ArgumentParser) -> None:
     snr.add_argument("--scenario", default="low_motion", help="scenario or video file")
     snr.add_argument("--frames", type=int, default=120, help="frames per run (default 120)")
     snr.add_argument("--ebn0", default="0,2,4,6,8,10,12,14", help="Eb/N0 values in dB")
@@ -516,13 +630,12 @@ def build_parser(services_only: bool = False) -> argparse.ArgumentParser:
     snr.add_argument("--out", default=None, help="also write a CSV here")
     snr.add_argument("--plot", default=None, help="also write PREFIX.png and PREFIX.svg")
     snr.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_weights_dir(snr)
     add_config_arguments(snr)
     snr.set_defaults(func=cmd_snr)
 
-    robust = sub.add_parser(
-        "robustness",
-        help="every memory kind under Rx prototype noise σ and ID desync ρ, at matched PSNR",
-    )
+
+def _robustness_arguments(robust: argparse.ArgumentParser) -> None:
     robust.add_argument(
         "--kinds",
         default="vq,hopfield,hopfield+hen,adaptive",
@@ -559,47 +672,220 @@ def build_parser(services_only: bool = False) -> argparse.ArgumentParser:
         "--digest-every", type=int, default=30, help="DIGEST period in frames (default 30)"
     )
     robust.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_weights_dir(robust)
     add_config_arguments(robust)
     robust.set_defaults(func=cmd_robustness)
 
-    scen = sub.add_parser("scenarios", help="list the bundled scenarios and protocols")
+
+def _scenarios_arguments(scen: argparse.ArgumentParser) -> None:
     scen.set_defaults(func=cmd_scenarios)
-    faults = sub.add_parser("faults", help="run the fault matrix, every promise checked")
+
+
+def _faults_arguments(faults: argparse.ArgumentParser) -> None:
     faults.add_argument("--full", action="store_true", help="full matrix (HOPLINK_FULL_FAULTS=1)")
     faults.add_argument("--json", action="store_true", help="print JSON instead of a table")
     faults.add_argument("--no-network", action="store_true", help="skip the real-process cells")
+    _add_weights_dir(faults)
     faults.set_defaults(func=_run_faults)
-    from experiments.codeceval import add_codec_eval_command  # deferred: imports av, torch
-    from experiments.rd import add_rd_command  # deferred: imports av, torch
-
-    add_rd_command(sub, add_config_arguments)
-    add_codec_eval_command(sub)
-    _add_network_commands(sub)
-    _add_experiment_commands(sub)
-    return parser
 
 
-def cmd_scenarios(args: argparse.Namespace) -> int:
-    from shared.scenarios import PROTOCOLS, SCENARIOS, protocol_of  # deferred: imports av
+def _rd_arguments(rd: argparse.ArgumentParser) -> None:
+    from experiments.rd import add_rd_arguments  # deferred: imports av, torch
 
-    for name in SCENARIOS:
-        print(f"{name:18s} {protocol_of(name) or '(reported separately)'}")
-    print("protocols: " + "; ".join(f"{p}: {', '.join(n)}" for p, n in PROTOCOLS.items()))
-    return 0
+    add_rd_arguments(rd, add_config_arguments)
+    _add_weights_dir(rd)
 
 
-def _run_faults(args: argparse.Namespace) -> int:
-    from experiments.faults import main as faults_main  # deferred: imports av, torch
+def _codec_eval_arguments(p: argparse.ArgumentParser) -> None:
+    from experiments.codeceval import add_codec_eval_arguments  # deferred: imports av, torch
 
-    return faults_main(args)
+    add_codec_eval_arguments(p)
+
+
+def _sweep_arguments(sweep: argparse.ArgumentParser) -> None:
+    from experiments.sweep import add_sweep_arguments  # deferred: imports av, torch
+
+    add_sweep_arguments(sweep)
+    _add_weights_dir(sweep)
+    add_config_arguments(sweep)
+    sweep.set_defaults(func=cmd_sweep)
+
+
+def _report_arguments(report: argparse.ArgumentParser) -> None:
+    report.add_argument("--runs", required=True, help="the sweep's --out folder")
+    report.add_argument("--out", default=None, help="report folder (default: the --runs folder)")
+    report.set_defaults(func=cmd_report)
+
+
+def _service_arguments(cls: type, func: Callable[[argparse.Namespace], int]):
+    def add(parser: argparse.ArgumentParser) -> None:
+        add_settings_arguments(parser, cls)
+        _add_weights_dir(parser)
+        add_config_arguments(parser)
+        parser.set_defaults(func=func)
+
+    return add
+
+
+def _demo_arguments(demo: argparse.ArgumentParser) -> None:
+    add_demo_arguments(demo)
+    _add_weights_dir(demo)
+    add_config_arguments(demo)
+    demo.set_defaults(func=cmd_demo)
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its help line, an example, and what adds its flags (only when it runs,
+    so ``hoplink --help`` imports neither torch nor av)."""
+
+    help: str
+    example: str
+    add: Callable[[argparse.ArgumentParser], None]
+
+
+COMMANDS: dict[str, Command] = {
+    "sim": Command(
+        "run one clip through the in-process simulator",
+        "hoplink sim --scenario static --frames 60 --delta --entropy-coding",
+        _sim_arguments,
+    ),
+    "table": Command(
+        "reproduce the paper's Table I at matched PSNR",
+        "hoplink table --frames 60 --methods hopfield,vq",
+        _table_arguments,
+    ),
+    "rd": Command(
+        "RD curves of every method (τ / λ sweeps), BD-rate vs VQ and H.264",
+        "hoplink rd --scenario low_motion --points 4 --no-h264 --out rd-results",
+        _rd_arguments,
+    ),
+    "sweep": Command(
+        "parallel, resumable parameter sweep -> tidy CSV + the paper's figures",
+        "hoplink sweep --grid threshold=0.9,0.95 --grid scenario=static --frames 30 --out runs/t\n"
+        "  hoplink sweep --ray-address 127.0.0.1:6379 --preset paper --out runs/paper",
+        _sweep_arguments,
+    ),
+    "report": Command(
+        "render a sweep folder as a Markdown + HTML report",
+        "hoplink report --runs runs/t",
+        _report_arguments,
+    ),
+    "snr": Command(
+        "bits/frame, refreshes, PSNR and losses vs channel Eb/N0",
+        "hoplink snr --ebn0 0,6,12 --memories hopfield --channels awgn --frames 60",
+        _snr_arguments,
+    ),
+    "robustness": Command(
+        "every memory kind under Rx prototype noise σ and ID desync ρ, at matched PSNR",
+        "hoplink robustness --kinds vq,hopfield --sigmas 0,0.1 --rhos 0 --frames 30",
+        _robustness_arguments,
+    ),
+    "faults": Command(
+        "run the fault matrix, every promise checked",
+        "hoplink faults --no-network",
+        _faults_arguments,
+    ),
+    "codec-eval": Command(
+        "PSNR/SSIM of each shipped codec per scenario, vs a thumbnail and H.264",
+        "hoplink codec-eval --codecs ae64 --bits 4,8 --no-h264",
+        _codec_eval_arguments,
+    ),
+    "train": Command(
+        "train a codec's weights from the bundled photos (into a user folder)",
+        "hoplink train --codec ae64 --minutes 5 --out ~/hoplink-weights\n"
+        "  hoplink sim --weights-dir ~/hoplink-weights",
+        _train_arguments,
+    ),
+    "train-adaptive": Command(
+        "train the adaptive memory's learned similarity (A-Hop)",
+        "hoplink train-adaptive --steps 500 --out ~/hoplink-weights",
+        _train_adaptive_arguments,
+    ),
+    "bench": Command(
+        "throughput, latency and scale beside their floors",
+        "hoplink bench --quick --only hop,retrieval",
+        _bench_arguments,
+    ),
+    "scenarios": Command(
+        "describe the bundled scenarios and the protocols they are averaged in",
+        "hoplink scenarios",
+        _scenarios_arguments,
+    ),
+    "demo": Command(
+        "start rx, channel and tx on loopback, stream a clip, keep the dashboard up",
+        "hoplink demo                 # until Ctrl-C\n"
+        "  hoplink demo --once --frames 60 --no-impairments",
+        _demo_arguments,
+    ),
+    "rx": Command(
+        "run the receiver process (websocket /link, REST on 8003)",
+        "hoplink rx --port 8003 --reference low_motion",
+        _service_arguments(RxSettings, cmd_rx),
+    ),
+    "tx": Command(
+        "run the transmitter process (streams to --url, REST on 8001)",
+        "hoplink tx --url ws://127.0.0.1:8002/link --scenario low_motion --frames 120",
+        _service_arguments(TxSettings, cmd_tx),
+    ),
+    "channel": Command(
+        "run the channel proxy (Tx-side /link, impairment REST API on 8002)",
+        "hoplink channel --rx-url ws://127.0.0.1:8003/link --impair tx_to_rx.loss.probability=0.01",
+        _service_arguments(ChannelSettings, cmd_channel),
+    ),
+}
+
+
+def build_parser(
+    command: str | None = None,
+) -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The ``hoplink`` parser and its subparsers; only ``command``'s flags are added (the others'
+    would import what that command does not need: torch, av, scipy)."""
+    parser = HoplinkParser(
+        prog="hoplink",
+        description="Emulator of semantic video communication with shared Hopfield memories.",
+        epilog="example:\n  hoplink demo\n  hoplink sim --scenario static\n  hoplink sim --help",
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"hoplink {version()}")
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=HoplinkParser
+    )
+    parsers = {}
+    for name, spec in COMMANDS.items():
+        parsers[name] = sub.add_parser(
+            name,
+            help=spec.help,
+            description=spec.help[0].upper() + spec.help[1:] + ".",
+            epilog=f"example:\n  {spec.example}",
+            formatter_class=_Formatter,
+        )
+        if name == command:
+            spec.add(parsers[name])
+    return parser, parsers
+
+
+def _use_weights_dir(args: argparse.Namespace) -> None:
+    """``--weights-dir``: this process and the processes it starts read weights from there."""
+    folder = getattr(args, "weights_dir", None)
+    if folder is None or args.command == "codec-eval":  # codec-eval reads its own flag
+        return
+    path = Path(folder).expanduser().resolve()
+    if not path.is_dir():
+        raise UserError(f"--weights-dir {folder}: no such folder")
+    os.environ[WEIGHTS_DIR_ENV] = str(path)
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser(services_only=bool(argv) and argv[0] in SERVICE_COMMANDS)
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser, parsers = build_parser(command if command in COMMANDS else None)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # the subcommand's usage, not the top level's
+        parsers[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     func: Callable[[argparse.Namespace], int] = args.func
     try:
+        _use_weights_dir(args)
         return func(args)
     except (ConfigError, UserError) as exc:
         print(f"hoplink {args.command}: {exc}", file=sys.stderr)

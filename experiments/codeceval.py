@@ -42,7 +42,7 @@ from shared.coding.quantizer import (
     quantize,
 )
 from shared.config import build_config
-from shared.scenarios import SCENARIOS, ScenarioError, load_clip
+from shared.scenarios import SCENARIOS, ScenarioError, expand_sources, load_clip
 
 # shared.accounting, PIL and the scenarios load in the functions: `hoplink --help` stays instant.
 
@@ -61,13 +61,6 @@ __all__ = [
 
 # Real camera videos that Debian packages ship (`apt-get install python3-imageio
 # forensics-samples-files`): footage no codec here was trained on. `--sources real` picks them.
-REAL_VIDEOS = {
-    "cockatoo": "/usr/lib/python3/dist-packages/imageio/resources/images/cockatoo.mp4",
-    "plant": "/usr/lib/python3/dist-packages/imageio/resources/images/realshort.mp4",
-    "dog": "/usr/share/forensics-samples/original-files/movie1/VID_20191220_170832.mp4",
-    "screencast": "/usr/share/forensics-samples/original-files/movie2/movie-hello.mp4",
-}
-REAL_VIDEO_PACKAGES = "python3-imageio forensics-samples-files"
 THUMBNAIL_SIDES = (2, 3, 4, 5, 6, 8, 10, 12, 16)
 
 
@@ -304,13 +297,8 @@ def link_comparison(
 # --- hoplink codec-eval ---------------------------------------------------------------------------
 
 
-def add_codec_eval_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "codec-eval",
-        help="PSNR/SSIM of each shipped codec per scenario, vs a thumbnail and H.264",
-        description="Each codec's NEW path (encode, quantize to b bits, decode) on each source, "
-        "beside the best thumbnail that fits the same bits and H.264's bits at the same PSNR.",
-    )
+def add_codec_eval_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of ``hoplink codec-eval`` (its parser and help line are the CLI's)."""
     p.add_argument(
         "--codecs", default=None, help="comma-separated names (default: every shipped codec)"
     )
@@ -371,25 +359,6 @@ def _link_pairs(args: argparse.Namespace, bits_list, kinds) -> list[tuple[int, s
             )
         pairs.append((int(bits), kind))
     return pairs
-
-
-def expand_sources(spec: str, videos: dict[str, str] | None = None) -> dict[str, str]:
-    """Comma-separated sources as {label: source}: a scenario is its own label, a file its stem,
-    and ``real`` stands for the installed :data:`REAL_VIDEOS` under their short names."""
-    videos = REAL_VIDEOS if videos is None else videos
-    out: dict[str, str] = {}
-    for item in (s.strip() for s in spec.split(",")):
-        if item == "real":
-            found = {name: path for name, path in videos.items() if Path(path).is_file()}
-            if not found:
-                raise SystemExit(
-                    "hoplink codec-eval: --sources real found none of the packaged videos; "
-                    f"install them with `apt-get install {REAL_VIDEO_PACKAGES}`"
-                )
-            out.update(found)
-        elif item:
-            out[Path(item).stem if Path(item).suffix else item] = item
-    return out
 
 
 def _grids(codec, kinds: Sequence[str]) -> list[Grid]:

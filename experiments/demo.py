@@ -3,10 +3,12 @@
 Starts rx, channel and tx as separate processes (``python -m receiver`` …) on free loopback ports,
 each only once the previous one answers ``/healthz``; prints the live URLs, the dashboard's first
 (the channel serves it, see :mod:`channel.dashboard`); waits for the Tx to finish; reads the final
-stats of all three and prints a compact summary. ``--linger SECONDS`` keeps the three running that
-long after the clip so the dashboard stays live; ``--loop`` streams the clip over and over until
-Ctrl-C, then prints the summary. The children are terminated on the way out, Ctrl-C included.
-Their logs go to temporary files and are shown only when a child fails.
+stats of all three and prints a compact summary that says what each figure means. The URLs are
+printed first, before the children start (their ports are chosen up front). After the clip the
+three keep running, and the dashboard with them, until Ctrl-C; ``--once`` (implied by ``--json``)
+exits after the summary instead, ``--linger SECONDS`` after that long; ``--loop`` streams the clip
+over and over until Ctrl-C, then prints the summary. The children are terminated on the way out,
+Ctrl-C included. Their logs go to temporary files and are shown only when a child fails.
 
 Also the launcher the end-to-end tests use (:class:`Processes`).
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import signal
 import socket
@@ -56,6 +59,20 @@ def free_port() -> int:
 def get_json(url: str, timeout: float = 5.0) -> Any:
     with urllib.request.urlopen(url, timeout=timeout) as response:
         return json.load(response)
+
+
+def request_json(method: str, url: str, body: Any = None, timeout: float = 5.0) -> Any:
+    """``method`` ``url`` with a JSON ``body``; the decoded JSON answer (None when empty).
+
+    The standard library only, so installed commands need no HTTP client beyond the runtime
+    dependencies; an answer of 4xx/5xx raises :class:`urllib.error.HTTPError` (an OSError).
+    """
+    data = None if body is None else json.dumps(body).encode()
+    headers = {} if body is None else {"Content-Type": "application/json"}
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        payload = response.read()
+    return json.loads(payload) if payload else None
 
 
 @dataclass
@@ -202,14 +219,23 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
         help="channel impairment (repeatable); default: " + " ".join(DEMO_IMPAIRMENTS),
     )
     parser.add_argument("--no-impairments", action="store_true", help="a perfect channel")
-    parser.add_argument("--json", action="store_true", help="print the final stats as JSON")
+    parser.add_argument(
+        "--json", action="store_true", help="print the final stats as JSON (implies --once)"
+    )
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        help="exit after the clip's summary (for scripts and tests); default: keep the "
+        "processes and the dashboard up until Ctrl-C",
+    )
     parser.add_argument("--timeout", type=float, default=120.0, help="give up after (seconds)")
     parser.add_argument(
         "--linger",
         type=float,
-        default=0.0,
+        default=None,
         metavar="SECONDS",
-        help="keep the processes (and the dashboard) live this long after the clip (Ctrl-C ends)",
+        help="keep the processes (and the dashboard) live this long after the clip, then exit "
+        "(default: until Ctrl-C; 0 with --once)",
     )
     parser.add_argument(
         "--loop",
@@ -251,12 +277,25 @@ def _run_demo(args: argparse.Namespace) -> int:
     config = _config_flags(args)
     impairments = [] if args.no_impairments else (args.impair or list(DEMO_IMPAIRMENTS))
     clip = ["--frames", str(args.frames)]
+    quiet = args.json
     with (
         tempfile.TemporaryDirectory(prefix="hoplink-demo-") as logs,
         Processes(Path(logs)) as procs,
     ):
         rx_port, ch_port, tx_port = free_port(), free_port(), free_port()
-        tx_api = f"http://127.0.0.1:{tx_port}"
+        urls = {name: f"http://127.0.0.1:{port}" for name, port in
+                (("rx", rx_port), ("channel", ch_port), ("tx", tx_port))}  # fmt: skip
+        if not quiet:  # the addresses first: they are known before anything starts
+            print(
+                f"hoplink demo: {args.scenario}, {args.frames} frames at "
+                f"{args.fps or 'max'} fps{' in a loop' if args.loop else ''}; "
+                f"channel: {', '.join(impairments) or 'perfect'}"
+            )
+            print(f"  dashboard {urls['channel']}/dashboard/")
+            for name, url in urls.items():
+                print(f"  {name:8s} {url}/stats  {url}/stats/stream  {url}/metrics")
+            print("  starting rx, channel and tx (each loads the codec: a few seconds) …")
+            sys.stdout.flush()
         rx = procs.start(
             "rx",
             ["receiver", "--port", str(rx_port), "--reference", args.scenario, *clip, *config],
@@ -273,7 +312,7 @@ def _run_demo(args: argparse.Namespace) -> int:
                 "--rx-api",
                 rx.url,
                 "--tx-api",
-                tx_api,
+                urls["tx"],
                 *(f"--impair={i}" for i in impairments),
                 *config,
             ],
@@ -298,21 +337,10 @@ def _run_demo(args: argparse.Namespace) -> int:
             ],
             port=tx_port,
         )
-        if not args.json:
-            print(
-                f"hoplink demo: {args.scenario}, {args.frames} frames at "
-                f"{args.fps or 'max'} fps{' in a loop' if args.loop else ''}; "
-                f"channel: {', '.join(impairments) or 'perfect'}"
-            )
-            print(f"  dashboard {dashboard_url(channel)}")
-            for child in (rx, channel, tx):
-                print(
-                    f"  {child.name:8s} {child.url}/stats  {child.url}/stats/stream  "
-                    f"{child.url}/metrics"
-                )
-            sys.stdout.flush()
+        if not quiet:
+            print(f"  all three up after {time.monotonic() - started:.1f} s; streaming", flush=True)
         if args.loop:
-            rx_stats, channel_stats, tx_stats = _until_interrupted(rx, channel, tx, args.json)
+            rx_stats, channel_stats, tx_stats = _until_interrupted(rx, channel, tx, quiet)
             wall = time.monotonic() - started
             _report(args, rx_stats, channel_stats, tx_stats, wall)
             return 0
@@ -338,8 +366,11 @@ def _run_demo(args: argparse.Namespace) -> int:
         tx_stats = tx.stats()
         wall = time.monotonic() - started
         _report(args, rx_stats, channel_stats, tx_stats, wall)
-        if args.linger > 0:
-            _linger(args.linger, dashboard_url(channel), args.json)
+        linger = args.linger
+        if linger is None:
+            linger = 0.0 if args.once or args.json else math.inf
+        if linger > 0:
+            _linger(linger, dashboard_url(channel), quiet)
     return 0
 
 
@@ -354,7 +385,39 @@ def _report(args: argparse.Namespace, rx: dict, channel: dict, tx: dict, wall: f
     else:
         print(summary_table(rx, channel, tx))
         print(f"wall time {wall:.1f} s")
+        live = not (args.once or args.loop) and args.linger != 0
+        print(explanation(rx, live=live))
     sys.stdout.flush()
+
+
+def explanation(rx: dict, live: bool) -> str:
+    """One line each: what the figures of the summary mean, and where to look next."""
+    lines = [
+        "what the figures mean:",
+        "  semantic bits/frame  the paper's count (eq. 3): a reference + cue per hit, a d·b-bit "
+        "latent per miss, + refreshes",
+    ]
+    if _link_bits(rx) is not None:
+        lines.append(
+            "  link bits/frame      every message both ways at its coded width (HELLO, DIGEST, "
+            "MACs too): what comparisons use"
+        )
+    lines += [
+        "  wire bits/frame      what msgpack + websocket framing put on the socket: the "
+        "emulator's overhead, not the scheme's",
+        "  PSNR dB              the frames the Rx showed vs the clip; the 64x64 codec alone caps "
+        "it near 20 dB (docs/results.md)",
+        "next: "
+        + ("the dashboard (live until Ctrl-C); " if live else "")
+        + f"`hoplink sim --scenario {rx['quality'].get('reference') or 'low_motion'}` "
+        "(in process); `hoplink table`",
+    ]
+    return "\n".join(lines)
+
+
+def _link_bits(rx: dict) -> float | None:
+    bits = rx.get("bits", {})
+    return bits.get("link_per_frame", bits.get("link_bits_per_frame"))
 
 
 def _until_interrupted(rx: Child, channel: Child, tx: Child, quiet: bool) -> tuple[dict, ...]:
@@ -377,9 +440,12 @@ def _until_interrupted(rx: Child, channel: Child, tx: Child, quiet: bool) -> tup
 
 def _linger(seconds: float, url: str, quiet: bool) -> None:
     if not quiet:
-        print(f"the dashboard stays live for {seconds:g} s at {url} (Ctrl-C ends)", flush=True)
+        until = "until Ctrl-C" if math.isinf(seconds) else f"for {seconds:g} s (Ctrl-C ends)"
+        print(f"the dashboard stays live at {url} {until}", flush=True)
+    deadline = time.monotonic() + seconds
     with contextlib.suppress(KeyboardInterrupt):
-        time.sleep(seconds)
+        while time.monotonic() < deadline:
+            time.sleep(min(1.0, max(deadline - time.monotonic(), 0.0)))
 
 
 def summary_table(rx: dict, channel: dict, tx: dict) -> str:
@@ -405,8 +471,9 @@ def summary_table(rx: dict, channel: dict, tx: dict) -> str:
         ["frames (Tx sent / Rx settled)", f"{tx['frames_sent']} / {rx['frames']}"],
         ["outcomes", outcomes],
         ["hit rate", num(rx["hit_rate"])],
-        ["bits/frame semantic (eq. 3)", num(rx["bits"]["semantic_per_frame"])],
-        ["bits/frame on the wire", num(rx["bits"]["wire_bits_per_frame"])],
+        ["semantic bits/frame (eq. 3)", num(rx["bits"]["semantic_per_frame"])],
+        *([["link bits/frame", num(_link_bits(rx))]] if _link_bits(rx) is not None else []),
+        ["wire bits/frame", num(rx["bits"]["wire_bits_per_frame"])],
         ["PSNR dB (mean)", num(rx["quality"]["psnr_mean"])],
         ["SSIM (mean)", num(rx["quality"]["ssim_mean"])],
         ["refreshes (requested / applied)", f"{c['refresh_requests']} / {c['refreshes_applied']}"],
@@ -432,8 +499,10 @@ __all__ = [
     "Processes",
     "add_demo_arguments",
     "dashboard_url",
+    "explanation",
     "free_port",
     "get_json",
+    "request_json",
     "run_demo",
     "summary_table",
     "wait_for",

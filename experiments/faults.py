@@ -69,6 +69,7 @@ the truth, so silent wrong decodes and the re-convergence time are checked in pr
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -78,9 +79,9 @@ from typing import Any
 
 import numpy as np
 
-from experiments.demo import DemoError, Processes, get_json, wait_for
+from experiments.demo import DemoError, Processes, get_json, request_json, wait_for
 from experiments.link import InProcessLink, run_stream
-from experiments.tables import render_table
+from experiments.tables import TERMINAL_WIDTH, render_table
 from receiver.core import MAX_REFRESHES_PER_DIGEST
 from shared.accounting import Outcome
 from shared.codec.models import load_codec
@@ -651,17 +652,14 @@ def run_network(
 
 
 def _network_cell(procs, rx, channel, cell: FaultCell, *, scenario, frames, every) -> CellResult:
-    import httpx
-
     started = time.perf_counter()
     base = channel.url
-    httpx.delete(f"{base}/impairments", timeout=5).raise_for_status()
+    request_json("DELETE", f"{base}/impairments")
     start, stop = cell.window(frames)
     for direction, impairments in cell.impairments.items():
         for name, attributes in impairments.items():
             body = {"seq_range": [start, stop - 1], **attributes}
-            r = httpx.put(f"{base}/impairments/{direction}/{name}", json=body, timeout=5)
-            r.raise_for_status()
+            request_json("PUT", f"{base}/impairments/{direction}/{name}", body)
     before = _core_stats(channel.stats())
     events = cell.event_frames(frames)
     fps = "60" if events else "0"  # events are timed by the Rx's progress: pace the stream
@@ -687,7 +685,7 @@ def _network_cell(procs, rx, channel, cell: FaultCell, *, scenario, frames, ever
         for frame, event in events:
             wait_for(lambda f=frame: rx.stats()["frames"] >= f, 60, f"frame {frame} at the Rx")
             body = {"rho": event.rho, "sigma": event.sigma}
-            httpx.post(f"{base}/events/corrupt", json=body, timeout=5).raise_for_status()
+            request_json("POST", f"{base}/events/corrupt", body)
 
         def tx_done() -> dict | None:
             if tx.process.poll() is not None:
@@ -705,7 +703,8 @@ def _network_cell(procs, rx, channel, cell: FaultCell, *, scenario, frames, ever
         after = _core_stats(channel.stats())
     finally:
         procs.stop("tx-faults")
-        httpx.delete(f"{base}/impairments", timeout=5)
+        with contextlib.suppress(OSError):  # the channel may be the fault under test
+            request_json("DELETE", f"{base}/impairments")
     alive = all(child.process.poll() is None and _healthy(child.url) for child in (rx, channel))
     injected = {k: v - _injected(before).get(k, 0) for k, v in _injected(after).items()}
     c, t = rx_stats["counters"], rx_stats["traffic"]
@@ -797,7 +796,7 @@ def table_rows(results: Iterable[CellResult]) -> list[list[object]]:
 
 def render(results: list[CellResult]) -> str:
 
-    lines = [render_table(TABLE_HEADERS, table_rows(results))]
+    lines = [render_table(TABLE_HEADERS, table_rows(results), width=TERMINAL_WIDTH, keep=2)]
     failed = [r for r in results if r.problems()]
     for r in failed:
         lines.append(f"FAIL {r.cell} ({r.where}): " + "; ".join(r.problems()))
@@ -845,6 +844,7 @@ def main(args: Any) -> int:
     import shutil
     import sys
     import tempfile
+    import textwrap
 
     full = args.full or os.environ.get("HOPLINK_FULL_FAULTS", "") not in ("", "0")
     started = time.perf_counter()
@@ -875,12 +875,13 @@ def main(args: Any) -> int:
     else:
         print(render(results))
         print()
-        print(LEGEND)
+        print(textwrap.fill(LEGEND, TERMINAL_WIDTH))
         sim = sum(r.where == "sim" for r in results)
-        print(
+        summary = (
             f"{'full' if full else 'short'} matrix: {sim} cells in process ({SCENARIO}, "
             f"{FRAMES} frames, τ={THRESHOLD}, DIGEST every {DIGEST_EVERY}), "
             f"{len(results) - sim} over processes ({NETWORK_SCENARIO}, {NETWORK_FRAMES} frames); "
             f"{elapsed:.0f} s"
         )
+        print(textwrap.fill(summary, TERMINAL_WIDTH))
     return 1 if any(r.problems() for r in results) else 0

@@ -32,11 +32,10 @@ from shared.protocol.messages import (
     Bye,
     Corrupt,
     Error,
+    Hello,
     Hit,
     Message,
     ProtocolError,
-    Refresh,
-    RefreshRequest,
     decode,
     encode,
 )
@@ -72,6 +71,11 @@ class InProcessLink:
             config, refresh_timeout=refresh_timeout, reorder_window=reorder_window
         )
         self.channel = ChannelCore(config, seed=seed)
+        for hello in (  # the handshake the network link starts with (the Tx's names its stream)
+            Hello(role="tx", config_digest=config.digest(), model_digest="0" * 64, stream="0" * 16),
+            Hello(role="rx", config_digest=config.digest(), model_digest="0" * 64),
+        ):
+            self.ledger.traffic(hello, len(encode(hello)), masked=hello.role == "tx")
         self.now = 0.0
         self._heap: list[tuple[float, int, str, bytes]] = []
         self._order = itertools.count()
@@ -92,9 +96,12 @@ class InProcessLink:
     # -- moving messages ---------------------------------------------------------------------------
 
     def send(self, direction: str, message: Message | bytes) -> None:
-        if isinstance(message, Refresh | RefreshRequest):
-            self.ledger.traffic(message)
-        data = message if isinstance(message, bytes) else encode(message)
+        """Send a message (or a frame message already counted by :meth:`frame`) on the link."""
+        if isinstance(message, bytes):
+            data = message
+        else:
+            data = encode(message)
+            self.ledger.traffic(message, len(data), masked=direction == "tx_to_rx")
         for delivery in self.channel.on_data(direction, data, self.now):
             self._push(delivery.at, direction, delivery.data)
 
@@ -192,7 +199,9 @@ class InProcessLink:
             self.run_until(self.now + 0.05)
             self.tick()
         self.run_until(self.now + 0.05)
-        self._settle(self.rx.on_message(Bye(last_seq=n - 1), self.now).frames, None)
+        bye = Bye(last_seq=n - 1)
+        self.ledger.traffic(bye, len(encode(bye)))
+        self._settle(self.rx.on_message(bye, self.now).frames, None)
 
     def _settle(self, frames: Iterable, risk: dict[tuple[bytes, bytes, int], float] | None) -> None:
         for frame in frames:
@@ -374,6 +383,8 @@ class SimResult:
     rx_latents: np.ndarray
     refresh_bits: int  # Tx→Rx REFRESH traffic (semantic bits), included in bits/frame
     feedback_bits: int  # Rx→Tx REFRESH_REQUEST traffic
+    link_bits: int  # every message in both directions (shared.accounting.link_bits)
+    wire_bits: int  # every message as msgpack + websocket framing
 
 
 def simulate(
@@ -416,6 +427,8 @@ def simulate(
         rx_latents=rx_latents,
         refresh_bits=ledger.refresh_bits,
         feedback_bits=ledger.feedback_bits,
+        link_bits=ledger.link_bits,
+        wire_bits=ledger.wire_bits,
     )
 
 

@@ -597,10 +597,8 @@ def _pct(value: float) -> str:
 # --- command line ---------------------------------------------------------------------------------
 
 
-def add_rd_command(sub: argparse._SubParsersAction, add_config_arguments) -> None:
-    rd = sub.add_parser(
-        "rd", help="RD curves of every method (τ / λ sweeps), BD-rate vs VQ and H.264"
-    )
+def add_rd_arguments(rd: argparse.ArgumentParser, add_config_arguments) -> None:
+    """The flags of ``hoplink rd`` (its parser and help line are the CLI's)."""
     rd.add_argument("--scenario", default=None, help="one scenario name or a video file")
     rd.add_argument("--protocol", default=None, help="a protocol's scenarios (and their pool)")
     rd.add_argument(

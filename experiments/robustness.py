@@ -176,6 +176,8 @@ class ClipRun:
     refresh_bits: int
     feedback_bits: int
     refreshes: int
+    link_bits: int
+    wire_bits: int
     cue_failures: int
     lookups_ok: int
     ids_desynced: int
@@ -245,6 +247,8 @@ def run_clip(
         refresh_bits=link.ledger.refresh_bits,
         feedback_bits=link.ledger.feedback_bits,
         refreshes=link.ledger.refreshes,
+        link_bits=link.ledger.link_bits,
+        wire_bits=link.ledger.wire_bits,
         cue_failures=c.cue_failures,
         lookups_ok=c.lookups_ok,
         ids_desynced=c.ids_desynced,
@@ -302,6 +306,8 @@ def pool(kind: str, cell: Cell, config: LinkConfig, runs: list[ClipRun]) -> Row:
         refresh_bits=sum(r.refresh_bits for r in runs),
         feedback_bits=sum(r.feedback_bits for r in runs),
         refreshes=sum(r.refreshes for r in runs),
+        link_bits=sum(r.link_bits for r in runs),
+        wire_bits=sum(r.wire_bits for r in runs),
     )
     return Row(
         kind=kind,

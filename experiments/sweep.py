@@ -736,8 +736,23 @@ def run_task(task: Task) -> TaskResult:
     return task.key, rows
 
 
-def _ray_task(task: Task, codec_name: str) -> TaskResult:
+def codec_weights_digest(codec_name: str) -> str:
+    """Short sha256 of codec ``codec_name``'s weights file (in the sweep's task keys)."""
+    weights = codecs_dir() / f"{codec_name}.pt"
+    return hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+
+
+def _ray_task(task: Task, codec_name: str, codec_digest: str) -> TaskResult:
+    """One task on a Ray worker, which may sit on another machine: it checks that its codec
+    weights are the driver's (a cluster node with other weights would add wrong rows)."""
     if _WORKER.get("name") != codec_name:
+        here = codec_weights_digest(codec_name)
+        if here != codec_digest:
+            raise SweepError(
+                f"a Ray worker's weights for codec {codec_name!r} ({codecs_dir()}) have digest "
+                f"{here}, the driver's {codec_digest}: install the same hoplink (and "
+                f"HOPLINK_WEIGHTS_DIR) on every node"
+            )
         init_worker(codec_name)
     return run_task(task)
 
@@ -1013,10 +1028,10 @@ class SweepOutcome:
 
 
 def _execute(
-    tasks: list[Task], codec_name: str, workers: int, use_ray: bool
+    tasks: list[Task], codec_name: str, workers: int, use_ray: bool, ray_address: str | None = None
 ) -> Iterator[TaskResult]:
-    if use_ray:
-        yield from _execute_ray(tasks, codec_name, workers)
+    if use_ray or ray_address:
+        yield from _execute_ray(tasks, codec_name, workers, ray_address)
         return
     if workers <= 1:  # in this process: restore its torch threads afterwards
         import torch
@@ -1050,7 +1065,16 @@ def _execute(
                 future.cancel()
 
 
-def _execute_ray(tasks: list[Task], codec_name: str, workers: int) -> Iterator[TaskResult]:
+# What a Ray worker needs from the driver's environment (the cluster's nodes keep their own).
+RAY_WORKER_ENV = ("HOPLINK_WEIGHTS_DIR", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _execute_ray(
+    tasks: list[Task], codec_name: str, workers: int, address: str | None = None
+) -> Iterator[TaskResult]:
+    """The tasks as Ray tasks. ``address`` (or ``RAY_ADDRESS``) joins a running cluster, which
+    sets its own resources; without one, a private one-node Ray with ``workers`` CPUs starts
+    here. A Ray this call started or joined is left again when the tasks are done."""
     try:
         import ray
     except ImportError:
@@ -1058,13 +1082,57 @@ def _execute_ray(tasks: list[Task], codec_name: str, workers: int) -> Iterator[T
             "--ray needs Ray, which is not installed: pip install 'hoplink[ray]' "
             "(or run without --ray to use local processes)"
         ) from None
-    if not ray.is_initialized():
-        ray.init(num_cpus=workers, include_dashboard=False, ignore_reinit_error=True)
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    started = not ray.is_initialized()
+    if started and address:
+        _check_reachable(address)
+    if started:
+        env_vars = {k: os.environ[k] for k in RAY_WORKER_ENV if k in os.environ}
+        runtime_env = {"env_vars": env_vars} if env_vars else None
+        try:
+            if address:  # an existing cluster: resources are its own, not ours to set
+                ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
+            else:
+                ray.init(
+                    num_cpus=workers,
+                    include_dashboard=False,
+                    runtime_env=runtime_env,
+                    log_to_driver=False,
+                )
+        except ConnectionError as exc:
+            raise SweepError(f"--ray-address {address}: no Ray cluster there ({exc})") from None
+    digest = codec_weights_digest(codec_name)
     remote = ray.remote(num_cpus=1)(_ray_task)
-    pending = [remote.remote(t, codec_name) for t in tasks]
-    while pending:
-        done, pending = ray.wait(pending, num_returns=1)
-        yield ray.get(done[0])
+    pending = [remote.remote(t, codec_name, digest) for t in tasks]
+    try:
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            try:
+                yield ray.get(done[0])
+            except ray.exceptions.RayTaskError as exc:
+                cause = exc.as_instanceof_cause()
+                if isinstance(cause, SweepError):
+                    raise SweepError(str(cause).splitlines()[-1]) from None
+                raise
+    finally:
+        for ref in pending:
+            ray.cancel(ref)
+        if started:
+            ray.shutdown()
+
+
+def _check_reachable(address: str) -> None:
+    """Fail at once, naming the flag, when nothing listens at a HOST:PORT Ray address (Ray
+    itself retries such an address for minutes). Other forms (auto, ray://…) go to Ray."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "/" in address:
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as exc:
+        raise SweepError(f"--ray-address {address}: no Ray cluster answers there ({exc})") from None
 
 
 def run_sweep(
@@ -1074,6 +1142,7 @@ def run_sweep(
     *,
     workers: int | None = None,
     use_ray: bool = False,
+    ray_address: str | None = None,
     progress: bool = True,
     figures: bool = True,
     command: str | None = None,
@@ -1087,8 +1156,7 @@ def run_sweep(
     out.mkdir(parents=True, exist_ok=True)
     if base.codec not in CODECS:
         raise SweepError(f"unknown codec {base.codec!r}; known: {sorted(CODECS)}")
-    weights = codecs_dir() / f"{base.codec}.pt"
-    codec_digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+    codec_digest = codec_weights_digest(base.codec)
     tasks, skipped = expand(spec, base, codec_digest)
     if not tasks:
         raise SweepError("the sweep has no runs: give --grid, --config, --preset or --matched")
@@ -1108,14 +1176,14 @@ def run_sweep(
         file=sys.stderr,
     ) as bar:
         for _key_done, rows in _execute(
-            pending, base.codec, min(workers, max(1, len(pending))), use_ray
+            pending, base.codec, min(workers, max(1, len(pending))), use_ray, ray_address
         ):
             for name, file_rows in rows.items():
                 added[name] += files[name].append(file_rows)
             bar.update()
     elapsed = time.perf_counter() - started
     outcome = SweepOutcome(out, len(tasks), len(tasks) - len(pending), added, skipped, elapsed)
-    _log_invocation(out, spec, base, outcome, workers, use_ray, command)
+    _log_invocation(out, spec, base, outcome, workers, use_ray or bool(ray_address), command)
     if figures:
         outcome.figures = make_figures(out)
     return outcome
@@ -1191,7 +1259,17 @@ def add_sweep_arguments(parser) -> None:
         help="parallel worker processes (default: os.cpu_count())",
     )
     parser.add_argument(
-        "--ray", action="store_true", help="run the tasks through Ray (pip install 'hoplink[ray]')"
+        "--ray",
+        action="store_true",
+        help="run the tasks through Ray (pip install 'hoplink[ray]'); without --ray-address "
+        "or RAY_ADDRESS a private one-node Ray starts (slower than --workers on one machine)",
+    )
+    parser.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="HOST:PORT",
+        help="join this running Ray cluster (implies --ray; default: $RAY_ADDRESS with --ray); "
+        "every node needs this hoplink installed",
     )
     parser.add_argument(
         "--matched",
@@ -1289,6 +1367,7 @@ def sweep_command(args, base: LinkConfig) -> int:
         args.out,
         workers=args.workers,
         use_ray=args.ray,
+        ray_address=args.ray_address,
         progress=not args.quiet,
         figures=not args.no_figures,
         command="hoplink " + shlex.join(sys.argv[1:]),

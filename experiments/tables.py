@@ -25,12 +25,48 @@ class Precise(float):
     """A float shown with four decimals (thresholds near 1 differ in the third)."""
 
 
-def render_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+TERMINAL_WIDTH = 120  # what a table printed for a person must fit
+
+
+def render_table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[object]],
+    *,
+    width: int | None = None,
+    keep: int = 1,
+) -> str:
+    """A right-aligned plain-text table. With ``width``, a table wider than that is cut into
+    column blocks printed one under the other, each repeating the first ``keep`` columns (the
+    row's key), so every line fits."""
     cells = [[fmt(v) for v in row] for row in rows]
     widths = [
         max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)
     ]
-    line = "  ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True))
-    rule = "  ".join("-" * w for w in widths)
-    body = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
-    return "\n".join([line, rule, *body])
+    blocks = [list(range(len(headers)))]
+    if width is not None and _line_width(widths) > width:
+        blocks = _column_blocks(widths, width, keep)
+    parts = []
+    for columns in blocks:
+        line = "  ".join(headers[i].rjust(widths[i]) for i in columns)
+        rule = "  ".join("-" * widths[i] for i in columns)
+        body = ["  ".join(r[i].rjust(widths[i]) for i in columns) for r in cells]
+        parts.append("\n".join([line, rule, *body]))
+    return "\n\n".join(parts)
+
+
+def _line_width(widths: Sequence[int]) -> int:
+    return sum(widths) + 2 * max(len(widths) - 1, 0)
+
+
+def _column_blocks(widths: Sequence[int], width: int, keep: int) -> list[list[int]]:
+    """Columns ``keep:`` split greedily into blocks that fit ``width`` beside the key columns."""
+    key = list(range(min(keep, len(widths))))
+    blocks: list[list[int]] = []
+    block = list(key)
+    for i in range(len(key), len(widths)):
+        if len(block) > len(key) and _line_width([widths[j] for j in [*block, i]]) > width:
+            blocks.append(block)
+            block = list(key)
+        block.append(i)
+    blocks.append(block)
+    return blocks

@@ -42,6 +42,7 @@ from shared.codec.models import (
     load_codec,
     save_codec,
 )
+from shared.codec.zoo import shipped_codecs_dir
 from shared.coding.quantizer import fit_latent_grid, fit_latent_range
 
 __all__ = [
@@ -239,7 +240,10 @@ def warm_start(encoder: Encoder, decoder: Decoder, init: str) -> None:
     whose shape differs (a larger latent's linear layers) the overlapping block, leaving the
     rest of the fresh initialization; the extra latent dimensions start near zero.
     """
-    blob = torch.load(codecs_dir() / f"{init}.pt", map_location="cpu", weights_only=True)
+    path = codecs_dir() / f"{init}.pt"
+    if not path.is_file():  # a folder of trained weights need not hold the shipped ones
+        path = shipped_codecs_dir() / f"{init}.pt"
+    blob = torch.load(path, map_location="cpu", weights_only=True)
     source = blob["state_dict"]
     with torch.no_grad():
         for prefix, module in (("encoder.", encoder), ("decoder.", decoder)):

@@ -23,6 +23,7 @@ from shared.config import LinkConfig
 from shared.memory.cues import CueHasher, hamming, lookup
 from shared.memory.store import Memory
 from shared.protocol.messages import (
+    FRAME_MESSAGES,
     Bye,
     Coded,
     Corrupt,
@@ -66,6 +67,7 @@ class RxCounters:
     frames_skipped: int = 0  # frames before a late join (restarted Rx), beyond max_seq_jump
     deltas: int = 0  # DELTA frames (link tools), by message or decoded from a CODED payload
     coded_desynced: int = 0  # CODED frames concealed: an earlier frame of their segment was lost
+    internal_errors: int = 0  # messages whose handling failed unexpectedly (see ReceiverCore.fail)
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,30 @@ class ReceiverCore:
         except ProtocolError as exc:
             self.counters.errors += 1
             step.replies.append(Error(code="bad_message", reason=str(exc)))
+        return step
+
+    def fail(self, message: Message, reason: str) -> RxStep:
+        """``message``'s handling raised an unexpected error (a bug, not bad input): count it,
+        answer with an ERROR, and account the frame it concerns as concealed so no sequence
+        number is left unsettled. The step its handling was building is lost, so a frame it
+        had settled already is settled again here (the shell's ledger never saw the first)."""
+        self.counters.errors += 1
+        self.counters.internal_errors += 1
+        step = RxStep(replies=[Error(code="internal_error", reason=reason[:1024])])
+        seq = getattr(message, "seq", None)
+        if not isinstance(message, FRAME_MESSAGES) or not isinstance(seq, int) or seq < 0:
+            return step
+        if seq < self._floor and seq not in self._received:
+            return step  # counted lost already
+        pending = self._pending.pop(seq, None)
+        for ref in pending.hit.refs if pending is not None else ():
+            waiting = self._awaiting.get(ref)
+            if waiting is not None:
+                waiting.discard(seq)
+        if seq >= self._floor:
+            self._received.add(seq)
+            self._highest = max(self._highest, seq)
+        self._settle(seq, message.t, self.last_good, Outcome.CONCEALED, step)
         return step
 
     def tick(self, now: float) -> RxStep:
@@ -477,8 +503,13 @@ class ReceiverCore:
                     del self._awaiting[ref]  # timed out: the next hit on it asks again
         hit = pending.hit
         latent = self.last_good
+        slots = tuple(int(self.id_map[r]) for r in hit.refs)
+        if outcome is Outcome.RECOVERED_REFRESH and not all(self.memory.filled[s] for s in slots):
+            # A reference refreshed earlier was dropped since (a DIGEST truncated the memory
+            # to the Tx's count): nothing trustworthy to show, the frame is concealed.
+            self.counters.missing_refs += 1
+            outcome = Outcome.CONCEALED
         if outcome is Outcome.RECOVERED_REFRESH:
-            slots = tuple(int(self.id_map[r]) for r in hit.refs)
             repaired = self.memory.reconstruct(slots, hit.weights)
             own_cue = self.slot_cues[slots[0]] if not hit.weights else self.hasher.cue(repaired)
             cfg = self.config

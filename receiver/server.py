@@ -74,6 +74,7 @@ from shared.protocol.messages import (
     RefreshRequest,
     decode,
     encode,
+    ws_frame_bytes,
 )
 from shared.protocol.security import AuthError, NonceMemory, sign_hello, verify_hello
 from shared.scenarios import iter_frames
@@ -86,7 +87,6 @@ from shared.service import (
     get_service,
     never_finished,
     serve,
-    ws_frame_bytes,
 )
 
 log = logging.getLogger("hoplink.rx")
@@ -107,12 +107,13 @@ class Traffic:
     messages_out: int = 0
     payload_bytes_in: int = 0  # msgpack bytes
     payload_bytes_out: int = 0
-    wire_bytes_in: int = 0  # msgpack + websocket framing (shared.service.ws_frame_bytes)
+    wire_bytes_in: int = 0  # msgpack + websocket framing (shared.protocol.messages.ws_frame_bytes)
     wire_bytes_out: int = 0
     decode_errors: int = 0  # messages shared.protocol.messages.decode rejected
     errors_sent: int = 0
     replies_dropped: int = 0  # replies produced while no link could carry them
     corrupt_events: int = 0  # CORRUPT events received from the channel
+    core_failures: int = 0  # messages whose handling raised (caught, counted, frame concealed)
 
 
 class RxSession:
@@ -145,8 +146,16 @@ class RxSession:
         self.quality_done = 0
 
     def on_message(self, message: Message, payload_bytes: int, now: float) -> RxStep:
-        """Feed one decoded message; returns the core's step (frames settle via ``settled``)."""
-        step = self.core.on_message(message, now)
+        """Feed one decoded message; returns the core's step (frames settle via ``settled``).
+
+        No exception of the core escapes: a failure is logged, counted (``core_failures``) and
+        answered with an ERROR, and the frame it concerns is accounted as concealed."""
+        try:
+            step = self.core.on_message(message, now)
+        except Exception as exc:  # a bug of the core must not end the link nor lose a frame
+            self.traffic.core_failures += 1
+            log.exception("session %d: %s message failed", self.number, message.TYPE)
+            step = self.core.fail(message, f"{message.TYPE}: {type(exc).__name__}: {exc}")
         seq = getattr(message, "seq", None)
         if isinstance(message, FRAME_MESSAGES) and any(f.seq == seq for f in step.frames):
             # A frame the core admitted (duplicates produce no frame): remember what it cost.
@@ -365,6 +374,7 @@ class RxService:
         self._tasks: list[asyncio.Task] = []
         self._warned = 0
         self._nonces = NonceMemory()  # HELLO nonces seen: a replayed HELLO is refused
+        self._preauth = 0  # sockets accepted whose HELLO has not passed yet
         self._stream_id = ""  # the stream id of the current session's Tx (Hello.stream)
         # (session, record, truth, shown) of the last measured frame, and its thumbnails
         self._latest: tuple[int, FrameRecord, np.ndarray | None, np.ndarray] | None = None
@@ -397,16 +407,33 @@ class RxService:
         return self.machine.state
 
     async def serve_link(self, ws: WebSocket) -> None:
+        """A socket takes the link slot only once its HELLO passed: until then it is one of at
+        most ``--preauth-max`` unauthenticated sockets, each with ``--hello-timeout`` to send
+        its HELLO, so idle or slow strangers cannot keep the real Tx out."""
         await ws.accept()
+        if self._preauth >= self.settings.preauth_max:
+            self._refused(CloseCode.LINK_BUSY, "preauth_full")
+            with contextlib.suppress(Exception):
+                await ws.close(CloseCode.LINK_BUSY, "too many links awaiting their hello")
+            return
+        self._preauth += 1
+        try:
+            first = await self._read_hello(ws)
+        finally:
+            self._preauth -= 1
+        if first is None:
+            return
         if self.link is not None:
             self._refused(CloseCode.LINK_BUSY)
-            await ws.close(CloseCode.LINK_BUSY, "the receiver already serves a link")
+            with contextlib.suppress(Exception):
+                await ws.close(CloseCode.LINK_BUSY, "the receiver already serves a link")
             return
         self.link = ws
         self.machine.handle(LinkEvent.ACCEPT)
         try:
-            if await self._handshake(ws):
-                await self._stream(ws)
+            self.machine.handle(LinkEvent.HELLO_RECEIVED)
+            await self._open(*first)
+            await self._stream(ws)
         except IllegalTransition as exc:  # a bug of this shell, not of the peer: say so, close
             code, reason = self.machine.close_for(exc)
             log.error("link closed: %s", exc)
@@ -417,12 +444,14 @@ class RxService:
             self.link = None
             self.machine.handle(LinkEvent.HANG_UP)
 
-    async def _handshake(self, ws: WebSocket) -> bool:
+    async def _read_hello(self, ws: WebSocket) -> tuple[Hello, bytes] | None:
+        """The socket's first message, a valid HELLO (MAC, nonce, version, digests), or None
+        once it was refused (counted, answered with an ERROR and a close code)."""
         try:
             async with asyncio.timeout(self.settings.hello_timeout):
                 event = await ws.receive()
             if event["type"] == "websocket.disconnect":
-                return False
+                return None
             data = event.get("bytes")
             if data is None:
                 raise HandshakeError(CloseCode.PROTOCOL_ERROR, "expected a binary HELLO frame")
@@ -434,7 +463,6 @@ class RxService:
                 raise HandshakeError(
                     CloseCode.PROTOCOL_ERROR, f"first message must be hello, got {hello.TYPE}"
                 )
-            self.machine.handle(LinkEvent.HELLO_RECEIVED)
             try:  # the MAC first: a stranger learns nothing, not even our digests
                 verify_hello(hello, self.settings.secret)
                 if self.settings.secret is not None:
@@ -442,12 +470,16 @@ class RxService:
             except AuthError as exc:
                 raise HandshakeError(CloseCode.AUTH_FAILED, str(exc)) from None
             check_hello(hello, "tx", self.config_digest, self.codec.digest)
-        except TimeoutError:
-            await self._refuse(ws, HandshakeError(CloseCode.PROTOCOL_ERROR, "no hello in time"))
-            return False
+        except TimeoutError:  # transient for a real Tx (a long channel delay): it retries
+            await self._refuse(ws, HandshakeError(CloseCode.HELLO_TIMEOUT, "no hello in time"))
+            return None
         except HandshakeError as exc:
             await self._refuse(ws, exc)
-            return False
+            return None
+        return hello, data
+
+    async def _open(self, hello: Hello, data: bytes) -> None:
+        """The link slot is ours: resume or start the session, answer the HELLO."""
         await self._release_bye(time.monotonic(), force=True)
         if self.session.ended or self.sessions == 0 or hello.stream != self._stream_id:
             # A new stream (after BYE, or from a restarted Tx: another stream id) starts a new
@@ -463,7 +495,6 @@ class RxService:
         self.machine.handle(LinkEvent.HELLO_ACCEPTED)
         self._follow_digest()  # a resumed session may still disagree with the Tx
         log.info("link open (session %d)", self.session.number)
-        return True
 
     async def _refuse(self, ws: WebSocket, exc: HandshakeError) -> None:
         log.warning("link refused (%d): %s", exc.code, exc.detail)
@@ -472,9 +503,10 @@ class RxService:
             await ws.send_bytes(encode(Error(code=exc.error_code, reason=exc.detail)))
             await ws.close(exc.code, exc.reason)
 
-    def _refused(self, code: CloseCode) -> None:
-        self.refusals[code.name.lower()] = self.refusals.get(code.name.lower(), 0) + 1
-        self.last_close = (int(code), code.name.lower())
+    def _refused(self, code: CloseCode, key: str | None = None) -> None:
+        key = key or code.name.lower()
+        self.refusals[key] = self.refusals.get(key, 0) + 1
+        self.last_close = (int(code), key)
 
     async def _stream(self, ws: WebSocket) -> None:
         while True:

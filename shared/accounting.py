@@ -1,6 +1,15 @@
 """Bit accounting (eq. 3), the link's ledger, semantic efficiency and reasoning capacity (eq. 5),
 frame quality.
 
+Three rate figures, all per frame (DESIGN.md, "Counting bits"):
+
+* **link bits** (primary): every message of the stream in both directions at its coded payload
+  width — frame messages, REFRESH and REFRESH_REQUEST as eq. (3) counts them, DIGEST, HELLO, BYE
+  and ERROR at the width of their fields (:func:`link_bits`);
+* **semantic bits**: the paper's eq. (3) view, frame messages and refreshes only
+  (:func:`semantic_bits`; ``LinkSummary.bits_per_frame``);
+* **wire bits**: what msgpack and websocket framing put on the socket, the emulator's overhead.
+
 Every report, stats endpoint and plot reads its numbers from here: :class:`LinkLedger` turns what
 the cores report (frame messages sent or admitted, refresh traffic, settled outcomes) into
 per-frame records and totals, for the in-process link and the Rx's session alike.
@@ -19,7 +28,21 @@ from skimage.metrics import structural_similarity
 
 from shared.coding.residual import delta_bits
 from shared.config import LinkConfig
-from shared.protocol.messages import Coded, Delta, Hit, Message, New, Refresh, RefreshRequest
+from shared.protocol.messages import (
+    Bye,
+    Coded,
+    Corrupt,
+    Delta,
+    Digest,
+    Error,
+    Hello,
+    Hit,
+    Message,
+    New,
+    Refresh,
+    RefreshRequest,
+    ws_frame_bytes,
+)
 
 PSNR_CAP_DB = 99.0  # identical frames: report a finite ceiling so means stay meaningful
 
@@ -50,7 +73,36 @@ def semantic_bits(message: Message, config: LinkConfig) -> int:
         return delta_bits(config, message.bits)
     if isinstance(message, Coded):
         return 8 * len(message.payload)  # entropy-coded: the bits actually sent
-    return 0  # control messages (HELLO, DIGEST, BYE) are link overhead, counted on the wire
+    return 0  # control messages (HELLO, DIGEST, BYE) are link overhead: see link_bits
+
+
+SEQ_BITS = 32  # a frame sequence number
+HASH_BITS = 256  # a sha256 digest (memory digest, config and model digests)
+HELLO_FIXED_BITS = 2 + 8 + 2 * HASH_BITS  # role, protocol version, config and model digests
+
+
+def link_bits(message: Message, config: LinkConfig) -> int:
+    """Bits of any message at its coded payload width: what a link would have to carry.
+
+    Frame messages, REFRESH and REFRESH_REQUEST count as eq. (3) does (:func:`semantic_bits`);
+    a DIGEST its reference count, its sha256 and its per-reference hashes; a HELLO its role,
+    version, two digests and whatever authentication, nonce and stream id it carries; BYE and
+    ERROR their fields. A CORRUPT is the emulator's fault event, not link traffic (0).
+    """
+    match message:
+        case Digest():
+            count_bits = max(1, math.ceil(math.log2(config.capacity + 1)))
+            return count_bits + HASH_BITS + 8 * len(message.slot_hashes)
+        case Hello():
+            extra = len(message.auth) + len(message.nonce) + len(message.stream.encode())
+            return HELLO_FIXED_BITS + 8 * extra
+        case Bye():
+            return SEQ_BITS + 8 * len(message.reason.encode())
+        case Error():
+            return 8 * len(message.code.encode()) + 8 * len(message.reason.encode())
+        case Corrupt():
+            return 0
+    return semantic_bits(message, config)
 
 
 def psnr(reference: np.ndarray, test: np.ndarray) -> float:
@@ -93,8 +145,8 @@ class LinkSummary:
     hits: int
     news: int
     hit_rate: float
-    bits_per_frame: float  # semantic bits of frame messages + refreshes, per frame
-    wire_bytes_per_frame: float
+    bits_per_frame: float  # semantic bits (eq. 3) of frame messages + refreshes, per frame
+    wire_bytes_per_frame: float  # msgpack bytes of the frame messages, per frame
     feedback_bits_per_frame: float  # Rx→Tx refresh requests
     compression_ratio: float  # B_raw / B_sem with B_raw = d·b (every frame sent as a latent)
     efficiency: float  # η = hit rate × compression ratio (eq. 5)
@@ -103,6 +155,13 @@ class LinkSummary:
     ssim: float
     outcomes: dict[str, int] = field(default_factory=dict)
     refreshes: int = 0
+    link_bits_per_frame: float = float("nan")  # every message, both directions (link_bits)
+    wire_bits_per_frame: float = float("nan")  # every message: msgpack + websocket framing
+
+    @property
+    def semantic_bits_per_frame(self) -> float:
+        """The paper's eq. (3) figure (frame messages and refreshes), by its name."""
+        return self.bits_per_frame
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -130,6 +189,8 @@ class LinkLedger:
         self.refresh_bits = 0  # Tx→Rx REFRESH traffic (semantic bits), part of bits/frame
         self.feedback_bits = 0  # Rx→Tx REFRESH_REQUEST traffic
         self.refreshes = 0
+        self.link_bits = 0  # every message this ledger saw, at its coded payload width
+        self.wire_bits = 0  # every message it saw a size of: msgpack + websocket framing
         self.settled_twice = 0
         self._settled: set[int] = set()
 
@@ -155,6 +216,8 @@ class LinkLedger:
             self.records[seq] = record
         self.frames += 1
         self.frame_bits += record.bits
+        self.link_bits += record.bits
+        self.wire_bits += 8 * ws_frame_bytes(wire_bytes, masked=True)  # Tx→Rx: client frames
         return record
 
     def mark_hits(self, seqs: Iterable[int]) -> None:
@@ -164,14 +227,20 @@ class LinkLedger:
             if record is not None:
                 record.hit = True
 
-    def traffic(self, message: Message) -> int:
-        """Count a REFRESH or REFRESH_REQUEST this end saw; returns its semantic bits."""
+    def traffic(
+        self, message: Message, payload_bytes: int | None = None, *, masked: bool = True
+    ) -> int:
+        """Count a message other than a frame's (REFRESH, REFRESH_REQUEST, DIGEST, HELLO, BYE,
+        ERROR) that this end saw, with its msgpack size when known; returns its semantic bits."""
         bits = semantic_bits(message, self.config)
         if isinstance(message, Refresh):
             self.refresh_bits += bits
             self.refreshes += 1
         elif isinstance(message, RefreshRequest):
             self.feedback_bits += bits
+        self.link_bits += link_bits(message, self.config)
+        if payload_bytes is not None:
+            self.wire_bits += 8 * ws_frame_bytes(payload_bytes, masked=masked)
         return bits
 
     def settle(self, seq: int, outcome: Outcome) -> FrameRecord | None:
@@ -208,6 +277,8 @@ class LinkLedger:
             feedback_bits=self.feedback_bits,
             refreshes=self.refreshes,
             kappa=kappa,
+            link_bits=self.link_bits,
+            wire_bits=self.wire_bits,
         )
 
 
@@ -223,6 +294,8 @@ def summarize(
     feedback_bits: int = 0,
     refreshes: int = 0,
     kappa: float = 1.0,
+    link_bits: int | None = None,
+    wire_bits: int | None = None,
 ) -> LinkSummary:
     """Aggregate frame records (plus refresh traffic) into the paper's link figures."""
     n = len(records)
@@ -251,6 +324,8 @@ def summarize(
         ssim=_nanmean([r.ssim for r in records]),
         outcomes=outcomes,
         refreshes=refreshes,
+        link_bits_per_frame=link_bits / n if link_bits is not None else float("nan"),
+        wire_bits_per_frame=wire_bits / n if wire_bits is not None else float("nan"),
     )
 
 

@@ -212,12 +212,40 @@ def _describe(exc: ValidationError) -> str:
     return "invalid link configuration: " + "; ".join(parts)
 
 
+_TRUE, _FALSE = frozenset({"true", "1", "yes", "on"}), frozenset({"false", "0", "no", "off"})
+
+
+def _switch_value(text: str) -> bool:
+    """A boolean flag's optional value: ``--delta`` alone is true; ``--delta false`` still works."""
+    word = text.strip().lower()
+    if word in _TRUE or word in _FALSE:
+        return word in _TRUE
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add one ``--flag`` per LinkConfig field; defaults stay None so env/defaults apply."""
+    """Add one ``--flag`` per LinkConfig field; defaults stay None so env/defaults apply.
+
+    A boolean field is a switch: ``--delta`` turns it on, ``--no-delta`` off, and the older
+    ``--delta true`` / ``--delta false`` still parse.
+    """
     group = parser.add_argument_group("link configuration (also HOPLINK_<FIELD> env vars)")
     for name, field in LinkConfig.model_fields.items():
         flag = "--" + name.replace("_", "-")
-        kwargs: dict[str, Any] = {"dest": name, "default": None, "help": field.description}
+        kwargs: dict[str, Any] = {"dest": name, "default": None}
+        if field.annotation is bool:
+            kwargs.update(nargs="?", const=True, type=_switch_value, metavar="true|false")
+            default = "on" if field.default else "off"
+            switch = f"a switch; --no-{flag[2:]} turns it off; default {default}"
+            group.add_argument(flag, help=f"{field.description} ({switch})", **kwargs)
+            group.add_argument(
+                "--no-" + name.replace("_", "-"),
+                dest=name,
+                action="store_false",
+                default=None,
+                help=argparse.SUPPRESS,
+            )
+            continue
         if get_origin(field.annotation) is Literal:
             kwargs["choices"] = get_args(field.annotation)
         elif field.annotation in (int, float):

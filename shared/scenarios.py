@@ -432,3 +432,32 @@ def load_clip(
 ) -> np.ndarray:
     """A whole clip as uint8 ``(T, size, size, 3)``; see :func:`iter_frames` for the sources."""
     return np.stack(list(iter_frames(source, n_frames, size, seed)))
+
+
+# Real camera footage that ships in Debian packages (no codec was trained on it).
+REAL_VIDEOS = {
+    "cockatoo": "/usr/lib/python3/dist-packages/imageio/resources/images/cockatoo.mp4",
+    "plant": "/usr/lib/python3/dist-packages/imageio/resources/images/realshort.mp4",
+    "dog": "/usr/share/forensics-samples/original-files/movie1/VID_20191220_170832.mp4",
+    "screencast": "/usr/share/forensics-samples/original-files/movie2/movie-hello.mp4",
+}
+REAL_VIDEO_PACKAGES = "python3-imageio forensics-samples-files"
+
+
+def expand_sources(spec: str, videos: dict[str, str] | None = None) -> dict[str, str]:
+    """Comma-separated sources as {label: source}: a scenario is its own label, a file its stem,
+    and ``real`` stands for the installed :data:`REAL_VIDEOS` under their short names."""
+    videos = REAL_VIDEOS if videos is None else videos
+    out: dict[str, str] = {}
+    for item in (s.strip() for s in spec.split(",")):
+        if item == "real":
+            found = {name: path for name, path in videos.items() if Path(path).is_file()}
+            if not found:
+                raise ScenarioError(
+                    "--sources real found none of the packaged camera videos; install them "
+                    f"with `apt-get install {REAL_VIDEO_PACKAGES}`"
+                )
+            out.update(found)
+        elif item:
+            out[Path(item).stem if Path(item).suffix else item] = item
+    return out

@@ -6,7 +6,6 @@ This module gives them, once:
 - settings: one pydantic-settings class per process, read from ``HOPLINK_<NAME>`` environment
   variables and overridden by the ``--name`` flag of the same name (:func:`add_settings_arguments`,
   :func:`settings_from_args`), so docker-compose needs no code;
-- the websocket framing estimate used for wire bytes (:func:`ws_frame_bytes`);
 - :func:`create_app`: a FastAPI app whose ``lifespan`` starts and stops the shell
   (a :class:`Service`) and which serves ``GET /healthz``, ``GET /stats`` (JSON snapshot with a
   response model), ``GET /stats/stream`` (Server-Sent Events, one snapshot per interval) and
@@ -118,6 +117,13 @@ class RxSettings(ServiceSettings):
         1.0, gt=0, le=60, description="seconds a frame may wait for its refresh before concealment"
     )
     hello_timeout: float = Field(10.0, gt=0, description="seconds to wait for the first HELLO")
+    preauth_max: int = Field(
+        8,
+        ge=1,
+        le=1024,
+        description="sockets that may await their HELLO at once (the link slot is taken only "
+        "after a valid HELLO); more are refused with 4004 and counted as preauth_full",
+    )
     bye_wait: float = Field(
         0.5,
         ge=0,
@@ -151,6 +157,13 @@ class TxSettings(ServiceSettings):
         DIGEST_EVERY, ge=0, description="send a DIGEST every N frames (0: only at end)"
     )
     linger: bool = Field(False, description="keep serving the REST API after the stream ends")
+    hello_timeout: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="seconds to wait for the Rx's HELLO (raise it above the channel's round trip "
+        "under a long delay); a timeout is not fatal: the Tx retries with backoff",
+    )
     backoff_initial: float = Field(0.2, gt=0, le=60, description="first reconnect delay, seconds")
     backoff_max: float = Field(5.0, gt=0, le=600, description="cap of the reconnect delay")
     bye_grace: float = Field(
@@ -180,6 +193,20 @@ class ChannelSettings(ServiceSettings):
     )
     max_links: int = Field(
         1024, ge=1, le=65536, description="concurrent Tx links served; more are refused (4004)"
+    )
+    backlog_messages: int = Field(
+        4096,
+        ge=1,
+        le=1_000_000,
+        description="messages a link's impairments may hold per direction (rate queue, delay "
+        "line); arrivals beyond it are dropped and counted (overflow)",
+    )
+    backlog_bytes: int = Field(
+        64 * 2**20,
+        ge=1,
+        le=2**40,
+        description="bytes a link's impairments may hold per direction; arrivals beyond it are "
+        "dropped and counted (overflow)",
     )
     rx_api: str | None = Field(
         None,
@@ -268,14 +295,6 @@ def _plain_type(annotation: Any) -> Any:
         if len(args) == 1:
             return args[0]
     return annotation
-
-
-def ws_frame_bytes(payload: int, masked: bool) -> int:
-    """Bytes on the wire of one unfragmented websocket frame with ``payload`` bytes (RFC 6455
-    §5.2): a 2-byte header, +2 length bytes from 126 bytes, +8 from 65536, +4 mask bytes on
-    client-to-server frames. TCP/IP headers are not counted (they depend on segmentation)."""
-    header = 2 if payload < 126 else 4 if payload < 65536 else 10
-    return payload + header + (4 if masked else 0)
 
 
 def finite(x: float | None) -> float | None:

@@ -11,6 +11,8 @@ frame is skipped silently (with ``--fps`` the pacing clock restarts after a reco
 whose send failed when the link broke was already decided by the core; it is counted in
 ``frames_unsent`` and the Rx will count it lost. A refusal the Tx cannot fix by retrying (close
 codes 4000-4003: protocol, version, config or model mismatch) stops the Tx with exit status 2.
+A HELLO that does not come within ``--hello-timeout`` is transient (a long channel delay, a
+restarting Rx): the Tx closes with 4007 and retries with backoff, and says so in its log.
 The link's state follows :class:`shared.protocol.handshake.LinkStateMachine`: connecting (dialing
 or backing off), handshaking, streaming, and closed after BYE or a refusal; the Tx never sees the
 Rx's memory, so it never resyncs.
@@ -61,19 +63,11 @@ from shared.protocol.messages import (
     Refresh,
     decode,
     encode,
+    ws_frame_bytes,
 )
 from shared.protocol.security import AuthError, sign_hello, verify_hello
 from shared.scenarios import iter_frames
-from shared.service import (
-    FrameLog,
-    Health,
-    TxSettings,
-    create_app,
-    dial_link,
-    finite,
-    serve,
-    ws_frame_bytes,
-)
+from shared.service import FrameLog, Health, TxSettings, create_app, dial_link, finite, serve
 from transmitter.core import TransmitterCore
 
 log = logging.getLogger("hoplink.tx")
@@ -126,6 +120,7 @@ class TxTraffic:
     connects: int = 0
     connect_failures: int = 0
     reconnects: int = 0  # links lost mid-stream and dialed again
+    hello_timeouts: int = 0  # handshakes with no HELLO in time (retried with backoff)
 
 
 # --- stats models --------------------------------------------------------------------------------
@@ -330,17 +325,20 @@ class TxService:
         hello = sign_hello(self.hello, self.settings.secret)  # a fresh nonce for every link
         await self._send(ws, hello)
         self.machine.handle(LinkEvent.HELLO_SENT)
+        timeout = self.settings.hello_timeout
         try:
-            async with asyncio.timeout(10):
+            async with asyncio.timeout(timeout):
                 data = await ws.recv()
                 self._count_in(data)
                 reply = decode(data) if isinstance(data, bytes) else None
                 if isinstance(reply, Error):  # a refusal: the close code follows
                     self.last_error = reply.reason
                     await ws.wait_closed()
-        except TimeoutError:
-            await ws.close(CloseCode.PROTOCOL_ERROR, "no hello in time")
-            raise LinkRefused(CloseCode.PROTOCOL_ERROR, "no hello from the receiver") from None
+        except TimeoutError:  # transient (a long delay, a restarting Rx): retried with backoff
+            self.traffic.hello_timeouts += 1
+            reason = f"no hello from the receiver within {timeout:g} s"
+            await ws.close(CloseCode.HELLO_TIMEOUT, "no hello in time")
+            raise LinkClosed(CloseCode.HELLO_TIMEOUT, reason) from None
         except ProtocolError as exc:
             await ws.close(CloseCode.PROTOCOL_ERROR, "bad hello")
             raise LinkRefused(CloseCode.PROTOCOL_ERROR, f"bad hello: {exc}") from None

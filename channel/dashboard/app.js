@@ -8,6 +8,7 @@
 
 const THUMB_INTERVAL_MS = 330; // about 3 thumbnails per second
 const MIN_SLOTS = 120; // the timeline keeps bars this wide until it has more frames
+const RECENT_MS = 10000; // the "last 10 s" figures beside the session's
 const OUTCOMES = [
   ["decoded", "var(--hit)"],
   ["recovered_lookup", "var(--lookup)"],
@@ -135,6 +136,32 @@ async function pollThumbnails() {
 // --- the Rx --------------------------------------------------------------------------------------
 
 const previous = {};
+// "session/seq" -> when this page first saw the frame settled (performance.now() ms); frames
+// already in the timeline when the page opened count as old (-Infinity), so "last 10 s" means
+// frames settled in the last 10 s of this page's life, not the Rx's whole window.
+let seenAt = null;
+
+function recentFrames(s) {
+  const now = performance.now();
+  const next = new Map();
+  for (const e of s.timeline) {
+    const key = `${s.link.session}/${e.seq}`;
+    next.set(key, seenAt === null ? -Infinity : seenAt.has(key) ? seenAt.get(key) : now);
+  }
+  seenAt = next; // only what the timeline still holds: bounded like it
+  return s.timeline.filter((e) => now - next.get(`${s.link.session}/${e.seq}`) <= RECENT_MS);
+}
+
+// Hit rate and mean PSNR of the frames settled in the last 10 s (null when there were none).
+function recentFigures(s) {
+  const recent = recentFrames(s);
+  const psnrs = recent.map((e) => e.psnr).filter(isNum);
+  return {
+    frames: recent.length,
+    hitRate: recent.length ? recent.filter((e) => e.kind === "HIT").length / recent.length : null,
+    psnr: psnrs.length ? psnrs.reduce((a, b) => a + b, 0) / psnrs.length : null,
+  };
+}
 
 function setCounter(id, value) {
   // counters that signal trouble light up while they rise
@@ -150,10 +177,13 @@ function renderRx(s) {
   const c = s.counters;
   const q = s.quality;
   setText("session", `session ${s.link.session}${s.link.session_ended ? " (ended)" : ""}`);
+  const recent = recentFigures(s);
+  setText("hit-rate-recent", pct(recent.hitRate));
   setText("hit-rate", pct(s.hit_rate));
   setText("bits-semantic", fmt(s.bits.semantic_per_frame, 1));
   setText("bits-wire", fmt(s.bits.wire_bits_per_frame, 0));
-  setText("psnr", q.reference ? `${fmt(q.psnr_mean, 2)} · ${fmt(q.psnr_last, 1)}` : "no reference");
+  setText("psnr-recent", q.reference ? fmt(recent.psnr, 2) : "no reference");
+  setText("psnr", q.reference ? fmt(q.psnr_mean, 2) : "—");
   setText("ssim", q.reference ? `${fmt(q.ssim_mean, 3)} · ${fmt(q.ssim_last, 2)}` : "—");
   setText("frames-count", s.frames);
   setText("hits-news", `${s.hits} · ${s.news}`);
@@ -221,8 +251,12 @@ function drawTimeline(entries) {
   const bottom = 22;
   const plotW = W - left - right;
   const plotH = H - top - bottom;
+  // The Rx lists frames as they settle (a lost frame only when a later one shows it missing):
+  // draw them in frame order, each at its own seq, so a loss sits where it happened.
+  entries = [...entries].sort((a, b) => a.seq - b.seq);
   const n = entries.length;
-  const slot = plotW / Math.max(n, MIN_SLOTS);
+  const first = n ? entries[0].seq : 0;
+  const slot = plotW / Math.max(n ? entries[n - 1].seq - first + 1 : 0, MIN_SLOTS);
   const barW = Math.max(slot * 0.8, 0.6);
   const yMax = niceMax(Math.max(8, ...entries.map((e) => e.bits + e.refresh_bits)));
   const log = $("timeline-log").checked;
@@ -242,8 +276,8 @@ function drawTimeline(entries) {
     );
   }
   parts.push(`<text x="4" y="${top - 3}">bits${log ? " (log)" : ""}</text>`);
-  entries.forEach((e, i) => {
-    const x = left + i * slot + (slot - barW) / 2;
+  entries.forEach((e) => {
+    const x = left + (e.seq - first) * slot + (slot - barW) / 2;
     const cx = (x + barW / 2).toFixed(1);
     const what =
       `frame ${e.seq}: ${e.kind || "lost"}, ${e.bits} bits` +
@@ -277,6 +311,7 @@ function drawTimeline(entries) {
       parts.push(`<circle class="lookup" cx="${cx}" cy="${(topY - 5).toFixed(1)}" r="3"><title>${esc(what)}</title></circle>`);
     }
   });
+  if (!n) parts.push(`<text x="${left + 8}" y="${top + plotH / 2}">waiting for the first frame…</text>`);
   if (n) {
     parts.push(
       `<text x="${left}" y="${H - 4}">frame ${entries[0].seq}</text>`,
@@ -295,7 +330,10 @@ function drawPsnr(entries) {
   const left = 46;
   const right = 6;
   const plotW = W - left - right;
-  const slot = plotW / Math.max(entries.length, MIN_SLOTS);
+  entries = [...entries].sort((a, b) => a.seq - b.seq); // frame order, as the timeline
+  const first = entries.length ? entries[0].seq : 0;
+  const span = entries.length ? entries[entries.length - 1].seq - first + 1 : 0;
+  const slot = plotW / Math.max(span, MIN_SLOTS);
   const values = entries.map((e) => e.psnr).filter(isNum);
   if (!values.length) {
     svg.innerHTML = `<text x="${left}" y="40">PSNR per frame: waiting for quality figures…</text>`;
@@ -309,8 +347,13 @@ function drawPsnr(entries) {
   const segments = [];
   let current = [];
   entries.forEach((e, i) => {
+    const gap = i > 0 && e.seq !== entries[i - 1].seq + 1; // frames the window does not hold
+    if (gap && current.length) {
+      segments.push(current);
+      current = [];
+    }
     if (isNum(e.psnr)) {
-      current.push(`${(left + i * slot + slot / 2).toFixed(1)},${y(e.psnr).toFixed(1)}`);
+      current.push(`${(left + (e.seq - first) * slot + slot / 2).toFixed(1)},${y(e.psnr).toFixed(1)}`);
     } else if (current.length) {
       segments.push(current);
       current = [];
@@ -762,6 +805,7 @@ async function main() {
   if (api.tx) {
     subscribe("tx", api.tx, renderTx);
   } else {
+    markService("tx", "off", "not configured");
     setText("tx-summary", "start the channel with --tx-api URL to see the Tx here");
   }
 }

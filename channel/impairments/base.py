@@ -173,6 +173,11 @@ class Impairment(ABC):
     # Transport impairments (delay, rate) act on control messages too: a real link delays a BYE
     # as the frames before it, so it cannot overtake them.
     transport: ClassVar[bool] = False
+    # Holding mode (set by the core): a queueing impairment (rate, delay) keeps what is not due
+    # yet and releases it from :meth:`poll`, so a change of its attributes reschedules what it
+    # holds (:meth:`reschedule`) and a clear releases it at once; otherwise it only sets the
+    # message's send time and passes it on.
+    hold: bool = False
 
     def __init__(self, attributes: ImpairmentAttributes, config: LinkConfig) -> None:
         self.config = config
@@ -246,9 +251,17 @@ class Impairment(ABC):
         """How many messages it holds now."""
         return 0
 
+    def held_bytes(self) -> int:
+        """How many bytes (of message data) it holds now."""
+        return 0
+
     def flush(self, now: float) -> list[InFlight]:
         """Release everything held (the impairment is being removed)."""
         return []
+
+    def reschedule(self, now: float) -> None:
+        """Its attributes changed at ``now``: recompute when what it holds is due."""
+        return None
 
     def state(self) -> dict[str, Any]:
         """Attributes and counters, for the REST API and the dashboard."""

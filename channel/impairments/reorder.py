@@ -98,6 +98,9 @@ class Reorder(Impairment):
     def held(self) -> int:
         return len(self._held)
 
+    def held_bytes(self) -> int:
+        return sum(len(h.item.data) for h in self._held)
+
     def flush(self, now: float) -> list[InFlight]:
         released = [h.item for h in self._held]
         for item in released:

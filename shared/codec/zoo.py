@@ -2,21 +2,32 @@
 
 A codec ``NAME`` ships as ``shared/codec/weights/NAME.pt`` (weights, loaded by
 :mod:`shared.codec.models`) and ``NAME.json``, its card: how the weights were trained, what
-they reach, and the quantizer intervals fitted to its latents.
+they reach, and the quantizer intervals fitted to its latents. ``HOPLINK_WEIGHTS_DIR`` names a
+folder of trained weights and cards (``hoplink train --out``) to read instead of the shipped ones.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import os
 from pathlib import Path
 
 from shared.coding.quantizer import LatentGrid
 
+WEIGHTS_DIR_ENV = "HOPLINK_WEIGHTS_DIR"
 
-def codecs_dir() -> Path:
+
+def shipped_codecs_dir() -> Path:
     """Folder of the shipped weights and cards (package data of ``shared``)."""
     return Path(__file__).resolve().parent / "weights"
+
+
+def codecs_dir() -> Path:
+    """Folder the weights and cards are read from: ``$HOPLINK_WEIGHTS_DIR`` when set (read at
+    each call, so a child process inherits the choice), else the shipped folder."""
+    override = os.environ.get(WEIGHTS_DIR_ENV, "").strip()
+    return Path(override).expanduser() if override else shipped_codecs_dir()
 
 
 def codec_card(name: str, weights_dir: Path | None = None) -> dict:

@@ -38,6 +38,7 @@ class CloseCode(IntEnum):
     LINK_BUSY = 4004  # the Rx already serves a link, or the channel --max-links
     RX_UNREACHABLE = 4005  # the channel could not reach the Rx
     AUTH_FAILED = 4006  # HELLO without a valid MAC under the link's secret, or replayed
+    HELLO_TIMEOUT = 4007  # no HELLO within the handshake deadline (transient: the Tx retries)
 
 
 # Reconnecting cannot fix these: the two ends disagree, so the Tx stops and says why.

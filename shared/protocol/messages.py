@@ -180,6 +180,14 @@ def encode(message: Message) -> bytes:
     return msgpack.packb(payload, use_bin_type=True)
 
 
+def ws_frame_bytes(payload: int, masked: bool) -> int:
+    """Bytes on the wire of one unfragmented websocket frame with ``payload`` bytes (RFC 6455
+    §5.2): a 2-byte header, +2 length bytes from 126 bytes, +8 from 65536, +4 mask bytes on
+    client-to-server frames. TCP/IP headers are not counted (they depend on segmentation)."""
+    header = 2 if payload < 126 else 4 if payload < 65536 else 10
+    return payload + header + (4 if masked else 0)
+
+
 # encode writes "type" first: fixmap, fixstr "type", fixstr <name>, ...
 _TYPE_PREFIXES = {
     b"\xa4type" + bytes([0xA0 + len(name)]) + name.encode(): name for name in MESSAGE_TYPES
@@ -274,6 +282,7 @@ __all__ = [
     "Bye",
     "MESSAGE_TYPES",
     "peek_type",
+    "ws_frame_bytes",
     "ProtocolError",
     "encode",
     "decode",

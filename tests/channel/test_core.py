@@ -689,3 +689,117 @@ def test_stats_add_up():
     s = core.stats()[TX]
     assert s["held"] == 0
     assert s["messages_in"] + s["duplicated"] == s["messages_out"] + s["dropped"]
+
+
+# -- holding mode: what waits is rescheduled, never stranded; the backlog is bounded ---------------
+
+
+def drain(core, until: float, now: float = 0.0) -> list[tuple[str, Delivery]]:
+    """Poll a holding core at each time it asks for, from ``now`` up to ``until`` (bounded in
+    count)."""
+    out = []
+    for _ in range(100_000):
+        due = core.next_poll_at()
+        if due is None or due > until:
+            return out
+        now = max(due, now)
+        out += core.poll(now)
+    raise AssertionError("the core never stopped asking to be polled")
+
+
+def test_clearing_a_slow_rate_releases_its_whole_queue_at_once():
+    core = ChannelCore(CONFIG, hold=True)
+    core.set_impairment(TX, "rate", {"bits_per_second": 1.0})  # 1 bit/s: hours per message
+    messages = news(50)
+    assert len(send(core, messages)) == 0  # all queued inside the core
+    assert core.stats()[TX]["held"] == 50 and core.next_poll_at() > 600
+    core.clear_impairment(TX, "rate")
+    released = drain(core, 1.0, now=1.0)
+    assert [d.data for _, d in released] == [encode(m) for m in messages]  # in order
+    assert all(d.at == pytest.approx(1.0) for _, d in released)
+    s = core.stats()[TX]
+    assert s["held"] == 0 and s["held_bytes"] == 0 and s["messages_out"] == 50
+    assert s["messages_in"] + s["duplicated"] == s["messages_out"] + s["dropped"] + s["held"]
+
+
+def test_changing_the_rate_reschedules_what_is_queued():
+    core = ChannelCore(CONFIG, hold=True)
+    core.set_impairment(TX, "rate", {"bits_per_second": 1.0})
+    messages = news(20)
+    send(core, messages, dt=0.0)
+    size = len(encode(messages[0]))
+    fast = 8 * size * 100.0  # 100 messages per second
+    core.set_impairment(TX, "rate", {"bits_per_second": fast}, now=2.0)
+    assert core.next_poll_at() < 2.0 + 1.0  # no longer hours away
+    out = drain(core, 10.0)
+    assert [d.data for _, d in out] == [encode(m) for m in messages]
+    ats = np.array([d.at for _, d in out])
+    sizes = np.array([len(encode(m)) for m in messages])
+    assert ats[0] < 2.0 + 8 * sizes[0] / fast + 1e-9  # the first had sent 2 of its bits already
+    assert np.diff(ats) == pytest.approx(8 * sizes[1:] / fast)  # the rest at the new rate
+    assert core.stats()[TX]["held"] == 0
+
+
+def test_changing_or_clearing_the_delay_moves_what_it_holds():
+    core = ChannelCore(CONFIG, hold=True)
+    core.set_impairment(TX, "delay", {"delay_ms": 10_000})
+    send(core, hits(10))  # arrive at 0, 1, ..., 9 ms
+    assert core.next_poll_at() == pytest.approx(10.0)
+    core.set_impairment(TX, "delay", {"delay_ms": 100}, now=0.05)
+    out = drain(core, 1.0, now=0.05)
+    assert [decode(d.data).seq for _, d in out] == list(range(10))
+    assert [d.at for _, d in out] == pytest.approx([i * 1e-3 + 0.1 for i in range(10)])
+
+    core.set_impairment(TX, "delay", {"delay_ms": 600_000})
+    send(core, hits(5), start=2.0)
+    core.clear_impairment(TX, "delay")
+    out = drain(core, 3.0, now=2.5)
+    assert len(out) == 5 and core.stats()[TX]["held"] == 0
+
+
+def test_holding_mode_sends_what_the_eager_mode_sends_when_nothing_changes():
+    impairments = {
+        "rate": {"bits_per_second": 2e6},
+        "loss": {"probability": 0.05},
+        "duplicate": {"probability": 0.05},
+        "delay": {"delay_ms": 10, "jitter_ms": 3},
+    }
+    messages = [encode(m) for m in news(300) + hits(300)]
+
+    def run(hold: bool) -> list[tuple[bytes, float]]:
+        core = ChannelCore(CONFIG, seed=3, hold=hold)
+        for name, attributes in impairments.items():
+            core.set_impairment(TX, name, attributes)
+        out = []
+        for i, data in enumerate(messages):
+            now = i * 1e-4  # faster than the rate: the queue builds up
+            out += [(d.data, d.at) for _, d in drain(core, now, now=(i - 1) * 1e-4)]
+            out += [(d.data, d.at) for d in core.on_data(TX, data, now)]
+        out += [(d.data, d.at) for _, d in drain(core, 1e3)]
+        return sorted(out, key=lambda x: (x[1], x[0]))
+
+    eager, held = run(False), run(True)
+    assert [d for d, _ in held] == [d for d, _ in eager]
+    assert [at for _, at in held] == pytest.approx([at for _, at in eager])
+
+
+def test_the_backlog_is_bounded_in_messages_and_bytes_and_drops_are_counted():
+    core = ChannelCore(CONFIG, hold=True, max_held=10)
+    core.set_impairment(TX, "rate", {"bits_per_second": 1.0})
+    assert send(core, news(100)) == []
+    s = core.stats()[TX]
+    assert s["held"] == 10 and s["overflow"] == 90 and s["dropped"] == 90
+    assert s["messages_in"] + s["duplicated"] == s["messages_out"] + s["dropped"] + s["held"]
+
+    big = encode(New(seq=0, t=0.0, slot=0, latent=b"\0" * 100_000))
+    core = ChannelCore(CONFIG, hold=True, max_held_bytes=350_000)
+    core.set_impairment(TX, "delay", {"delay_ms": 5000})
+    for i in range(10):
+        assert core.on_data(TX, big, i * 1e-3) == []
+    s = core.stats()[TX]
+    assert s["held"] == 3 and s["held_bytes"] == 3 * len(big) and s["overflow"] == 7
+    core.clear_all()
+    assert len(drain(core, 1.0, now=0.5)) == 3
+    s = core.stats()[TX]
+    assert s["held"] == 0 and s["held_bytes"] == 0
+    assert s["messages_in"] == s["messages_out"] + s["dropped"]

@@ -157,6 +157,8 @@ def test_channel_serves_the_page_and_its_config(stack: Stack) -> None:
     page = httpx.get(stack.page, timeout=5)
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert 'src="app.js"' in page.text and 'href="style.css"' in page.text
+    # Before the first data every process shows a neutral state, not a verdict.
+    assert 'id="svc-tx" data-state="unknown"' in page.text and "not configured" not in page.text
     assert "http" not in page.text.split("<body>")[0].replace('rel="icon"', "")  # nothing remote
     script = httpx.get(stack.page + "app.js", timeout=5)
     assert script.headers["content-type"].startswith("text/javascript")
@@ -256,6 +258,14 @@ return timeline.dataset.lastSeq !== arguments[0]
 """
 
 
+# [seq, x] of every frame's bar on the timeline (HIT, NEW or lost), read off its tooltip.
+TIMELINE_PLACES = """
+return [...document.querySelectorAll("#timeline rect.hit, #timeline rect.new, #timeline rect.lost")]
+  .map((r) => [Number(r.querySelector("title").textContent.match(/^frame (\\d+)/)[1]),
+               Number(r.getAttribute("x"))]);
+"""
+
+
 def _int(driver, element_id: str) -> int:
     return int(driver.find_element("id", element_id).text)
 
@@ -348,6 +358,14 @@ def test_dashboard_shows_the_link_and_its_slider_breaks_it(stack: Stack, browser
     wait_for(
         lambda: driver.find_elements("css selector", FAULT_MARKS), 10, "faults on the timeline"
     )
+    # Bars sit in frame order, a lost frame where it happened (the Rx lists it when it settles).
+    placed = driver.execute_script(TIMELINE_PLACES)
+    assert placed and [s for s, _ in sorted(placed, key=lambda p: p[1])] == sorted(
+        s for s, _ in placed
+    )
+    # The last 10 s beside the session: both filled while frames flow.
+    assert by_id("hit-rate-recent").text.endswith("%") and by_id("hit-rate").text.endswith("%")
+    assert by_id("psnr-recent").text not in ("—", "") and by_id("psnr").text not in ("—", "")
     last_seq = by_id("timeline").get_attribute("data-last-seq")
     height = driver.execute_script("return document.documentElement.scrollHeight")
     driver.set_window_size(1400, height + 250)

@@ -330,3 +330,40 @@ def test_channel_refuses_to_listen_beyond_loopback_without_a_token() -> None:
         env={**ENV, "PATH": "/usr/bin:/bin"},
     )
     assert run.returncode == 2 and "HOPLINK_CONTROL_TOKEN" in run.stderr
+
+
+# --- pre-auth: a link slot is taken only after a valid HELLO -------------------------------------
+
+
+async def test_an_idle_unauthenticated_socket_does_not_lock_the_tx_out(bench: Bench) -> None:
+    url = bench.rx_secret.ws_url
+    async with connect(url, compression=None) as idle:  # connects, says nothing
+        await idle.ping()  # it is accepted and held, awaiting its HELLO
+        ws, reply = await open_link(url, sign_hello(bench.hello(), SECRET))
+        assert isinstance(reply, Hello)
+        # the slot is taken now: a second valid HELLO is turned away
+        error, code, _ = await refused(url, encode(sign_hello(bench.hello(), SECRET)))
+        await ws.close()
+    assert code == CloseCode.LINK_BUSY
+
+
+async def test_the_pre_auth_pool_is_small_and_what_it_refuses_is_counted(bench: Bench) -> None:
+    url = bench.rx.ws_url
+    before = bench.rx.stats()["link"]["links_refused_by_code"].get("preauth_full", 0)
+    idle = []
+    try:
+        for _ in range(8):  # RxSettings.preauth_max
+            ws = await connect(url, compression=None)
+            await ws.ping()
+            idle.append(ws)
+        async with connect(url, compression=None) as one_more:
+            with pytest.raises(ConnectionClosed) as closed:
+                await one_more.recv()
+        assert closed.value.rcvd.code == CloseCode.LINK_BUSY
+    finally:
+        for ws in idle:
+            await ws.close()
+    refusals = bench.rx.stats()["link"]["links_refused_by_code"]
+    assert refusals["preauth_full"] == before + 1
+    ws, _ = await open_link(url, bench.hello())  # the pool is free again
+    await ws.close()

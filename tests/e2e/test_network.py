@@ -270,11 +270,14 @@ async def test_wrong_config_digest_is_refused_through_the_channel(link: Link) ->
 
 async def test_first_message_must_be_hello_and_one_link_at_a_time(link: Link) -> None:
     async with connect(link.rx.ws_url, compression=None) as first:
-        # While one link handshakes, a second is turned away.
+        # A socket that has not sent its HELLO holds no link slot: a second one is served
+        # alongside it (its bad HELLO refused on its own; the slot is taken by a valid HELLO).
         async with connect(link.rx.ws_url, compression=None) as second:
-            with pytest.raises(ConnectionClosed) as busy:
-                await second.recv()
-        assert busy.value.rcvd.code == 4004
+            await second.send(b"\x93\x01\x02")
+            with pytest.raises(ConnectionClosed) as refused:
+                while True:
+                    await second.recv()
+        assert refused.value.rcvd.code == 4000
         await first.send(b"\xc1 not msgpack")
         with pytest.raises(ConnectionClosed) as closed:
             while True:

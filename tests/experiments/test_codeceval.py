@@ -11,7 +11,6 @@ from experiments.cli import main
 from experiments.codeceval import (
     codec_roundtrip,
     evaluate,
-    expand_sources,
     fit_latent_grid,
     fit_latent_range,
     link_comparison,
@@ -21,7 +20,7 @@ from experiments.codeceval import (
 )
 from shared.accounting import psnr_batch
 from shared.coding.quantizer import normalize
-from shared.scenarios import load_clip
+from shared.scenarios import ScenarioError, expand_sources, load_clip
 
 
 def test_fitted_range_covers_the_latents_and_rounds_up() -> None:
@@ -142,7 +141,7 @@ def test_real_stands_for_the_installed_packaged_videos(tmp_path) -> None:
     assert expand_sources("static, real,/data/my_clip.mkv", videos) == {
         "static": "static", "walk": str(clip), "my_clip": "/data/my_clip.mkv",
     }  # fmt: skip
-    with pytest.raises(SystemExit, match="apt-get install python3-imageio"):
+    with pytest.raises(ScenarioError, match="apt-get install python3-imageio"):
         expand_sources("real", {"absent": str(tmp_path / "absent.mp4")})
 
 

@@ -251,3 +251,111 @@ def test_snr_preset_covers_every_memory_kind_both_fadings_and_several_seeds():
     assert {t.params["phy"]["channel"] for t in tasks} == {"awgn", "rayleigh"}
     assert len({c["seed"] for c in configs}) >= 5
     assert all(t.params["psnr_drop"] == 0.5 for t in tasks)  # every method at its matched τ
+
+
+class _FakeRay:
+    """Just enough of Ray's API to see how the sweep calls it (tasks run here, at once)."""
+
+    def __init__(self) -> None:
+        import types
+
+        self.inits: list[dict] = []
+        self.initialized = False
+        self.shutdowns = 0
+        self.exceptions = types.SimpleNamespace(RayTaskError=RuntimeError)
+
+    def is_initialized(self) -> bool:
+        return self.initialized
+
+    def init(self, **kwargs) -> None:
+        self.inits.append(kwargs)
+        self.initialized = True
+
+    def shutdown(self) -> None:
+        self.shutdowns += 1
+        self.initialized = False
+
+    def remote(self, **resources):
+        def wrap(fn):
+            import types
+
+            return types.SimpleNamespace(remote=lambda *args: fn(*args))
+
+        return wrap
+
+    def wait(self, pending, num_returns):
+        return pending[:num_returns], pending[num_returns:]
+
+    def get(self, ref):
+        return ref
+
+    def cancel(self, ref) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    "address, env, joins",
+    [
+        ("10.0.0.1:6379", None, "10.0.0.1:6379"),
+        (None, "127.0.0.1:7000", "127.0.0.1:7000"),  # RAY_ADDRESS, as Ray itself reads it
+        (None, None, None),
+    ],
+)
+def test_ray_joins_a_cluster_without_resource_arguments(tmp_path, monkeypatch, address, env, joins):
+    import sys
+
+    fake = _FakeRay()
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    monkeypatch.setattr("experiments.sweep._check_reachable", lambda address: None)
+    if env:
+        monkeypatch.setenv("RAY_ADDRESS", env)
+    else:
+        monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    base = build_config({}, read_env=False)
+    spec = SweepSpec(grids=[("g", parse_grid_args(["scenario=static", "memory=vq"]))], frames=4)
+    outcome = run_sweep(
+        spec, base, tmp_path, workers=2, use_ray=True, ray_address=address, progress=False,
+        figures=False,
+    )  # fmt: skip
+    assert outcome.added["runs"] == 1
+    (kwargs,) = fake.inits
+    if joins:
+        assert kwargs["address"] == joins
+        assert "num_cpus" not in kwargs and "num_gpus" not in kwargs
+    else:
+        assert kwargs["num_cpus"] == 1 and "address" not in kwargs
+    assert fake.shutdowns == 1  # a Ray this sweep started or joined is left again
+
+
+def test_ray_results_equal_the_local_run(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", _FakeRay())
+    monkeypatch.setattr("experiments.sweep._check_reachable", lambda address: None)
+    base = build_config({}, read_env=False)
+    grid = parse_grid_args(["scenario=static", "memory=vq,hopfield", "threshold=0.9,0.99"])
+    spec = SweepSpec(grids=[("g", grid)], frames=6)
+    kw = dict(progress=False, figures=False)
+    run_sweep(spec, base, tmp_path / "local", workers=1, **kw)
+    run_sweep(spec, base, tmp_path / "ray", use_ray=True, ray_address="fake:1", **kw)
+
+    def rows(folder):
+        found = read_rows(folder / "runs.csv")
+        return sorted(({k: v for k, v in r.items() if k != "seconds"} for r in found), key=str)
+
+    assert rows(tmp_path / "local") == rows(tmp_path / "ray")
+
+
+def test_a_ray_address_where_nothing_listens_fails_at_once_naming_the_flag():
+    import socket
+
+    from experiments.sweep import _check_reachable
+
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        _check_reachable(f"127.0.0.1:{port}")  # something answers: Ray's turn
+    with pytest.raises(SweepError, match=rf"--ray-address 127.0.0.1:{port}: no Ray cluster"):
+        _check_reachable(f"127.0.0.1:{port}")
+    _check_reachable("auto")  # not HOST:PORT: left to Ray

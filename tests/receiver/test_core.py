@@ -7,7 +7,7 @@ import pytest
 from receiver.core import ReceiverCore
 from shared.accounting import Outcome
 from shared.config import build_config
-from shared.protocol.messages import Bye, Digest, Error, New, Refresh, RefreshRequest
+from shared.protocol.messages import Bye, Digest, Error, Hit, New, Refresh, RefreshRequest
 from tests.synthetic import deliver, drifting_latents
 from transmitter.core import TransmitterCore
 
@@ -158,3 +158,37 @@ def test_rx_rejects_bad_content_with_a_counted_error():
     assert isinstance(step.replies[0], Error)
     assert rx.counters.errors == 3
     assert rx.counters.concealed == 2  # the two bad frames are accounted, not dropped silently
+
+
+def test_a_refresh_completing_a_hit_whose_other_reference_was_dropped_conceals_it():
+    """Soft mode: HIT 3 waits for refs 5 and 6; REFRESH 5 arrives; a DIGEST with count 3 drops
+    slots 3 and up; REFRESH 6 completes the wait. Frame 3 is concealed, nothing escapes."""
+    cfg = build_config(
+        {"capacity": 64, "transmission": "soft", "top_k": 4, "weight_bits": 4}, read_env=False
+    )
+    rx = ReceiverCore(cfg)
+    rng = np.random.default_rng(0)
+
+    def packed() -> bytes:
+        return _pack(cfg, rng.standard_normal(cfg.latent_dim).astype(np.float32))
+
+    outcomes = {}
+    for seq in range(3):
+        step = rx.on_message(New(seq=seq, t=0.0, slot=seq, latent=packed()), 0.0)
+        outcomes.update({f.seq: f.outcome for f in step.frames})
+    hit = Hit(seq=3, t=0.1, refs=(5, 6), cue=(1 << cfg.cue_bits) - 1, weights=(1, 1))
+    step = rx.on_message(hit, 0.0)
+    assert {r.ref for r in step.replies if isinstance(r, RefreshRequest)} == {5, 6}
+    rx.on_message(Refresh(ref=5, seq=3, latent=packed()), 0.0)
+    rx.on_message(Digest(seq=3, count=3, digest="0" * 64, slot_hashes=b"\0" * 12), 0.0)
+    step = rx.on_message(Refresh(ref=6, seq=3, latent=packed()), 0.0)  # used to raise
+    outcomes.update({f.seq: f.outcome for f in step.frames if f.outcome is not None})
+    assert outcomes[3] is Outcome.CONCEALED
+    assert rx.counters.concealed == 1 and rx.counters.decoded == 3
+
+
+def _pack(cfg, z: np.ndarray) -> bytes:
+    from shared.coding.quantizer import pack_codes, quantize
+
+    z = z / np.linalg.norm(z)
+    return pack_codes(quantize(z, cfg.bits_per_value, cfg.quantizer_grid()), cfg.bits_per_value)
