@@ -29,7 +29,6 @@ from shared.config import LinkConfig
 from shared.memory.cues import accept_probability, hamming
 from shared.protocol.messages import (
     DIGEST_EVERY,
-    Bye,
     Corrupt,
     Error,
     Hello,
@@ -199,7 +198,7 @@ class InProcessLink:
             self.run_until(self.now + 0.05)
             self.tick()
         self.run_until(self.now + 0.05)
-        bye = Bye(last_seq=n - 1)
+        bye = self.tx.bye()  # the BYE the Tx process sends (its reason counts as link bits)
         self.ledger.traffic(bye, len(encode(bye)))
         self._settle(self.rx.on_message(bye, self.now).frames, None)
 

@@ -71,7 +71,6 @@ from shared.protocol.messages import (
     New,
     ProtocolError,
     Refresh,
-    RefreshRequest,
     decode,
     encode,
     ws_frame_bytes,
@@ -162,11 +161,13 @@ class RxSession:
             # An entropy-coded frame's kind is known once the core decoded it (step.hits).
             self.admitted += 1
             self.ledger.frame(seq, message, hit=False, wire_bytes=payload_bytes)
+        elif not isinstance(message, FRAME_MESSAGES):  # REFRESH, DIGEST, BYE: link bits too
+            bits = self.ledger.traffic(message, payload_bytes)
+            if isinstance(message, Refresh):
+                self._refresh_bits_due += bits
         match message:
             case New():
                 self.news_since_digest += 1
-            case Refresh():
-                self._refresh_bits_due += self.ledger.traffic(message)
             case Digest():
                 self.news_since_digest = 0
                 self.last_digest_seq = message.seq
@@ -269,6 +270,7 @@ class RxLinkStats(BaseModel):
 
 
 class RxBits(BaseModel):
+    link_per_frame: float | None  # every message both ways at its coded width (link_bits)
     semantic_per_frame: float | None  # eq. 3, frame messages + refreshes (shared.accounting)
     payload_bytes_per_frame: float | None  # msgpack bytes of the frame messages
     wire_bits_per_frame: float | None  # all link bytes both ways incl. websocket framing
@@ -489,6 +491,7 @@ class RxService:
             self._stream_id = hello.stream
         self.session.traffic.messages_in += 1
         self._count_in(len(data))
+        self.session.ledger.traffic(hello, len(data))
         reply = Hello(role="rx", config_digest=self.config_digest, model_digest=self.codec.digest)
         await self._send(sign_hello(reply, self.settings.secret, peer_nonce=hello.nonce))
         self.links_accepted += 1
@@ -573,9 +576,7 @@ class RxService:
         for record, latent in session.settle(step):
             self._quality.put_nowait((session, record, latent))
         for reply in step.replies:
-            if isinstance(reply, RefreshRequest):
-                session.ledger.traffic(reply)
-            elif isinstance(reply, Error):
+            if isinstance(reply, Error):
                 self.session.traffic.errors_sent += 1
             await self._send(reply)
 
@@ -594,6 +595,7 @@ class RxService:
             return
         t.messages_out += 1
         t.payload_bytes_out += len(data)
+        self.session.ledger.traffic(message, len(data), masked=False)  # REFRESH_REQUEST, HELLO…
         t.wire_bytes_out += ws_frame_bytes(len(data), masked=False)
 
     async def _release_bye(self, now: float, force: bool = False) -> None:
@@ -706,6 +708,7 @@ class RxService:
             news=c.news,
             hit_rate=finite(summary.hit_rate) if summary else None,
             bits=RxBits(
+                link_per_frame=s.ledger.link_bits / settled if settled else None,
                 semantic_per_frame=finite(summary.bits_per_frame) if summary else None,
                 payload_bytes_per_frame=finite(summary.wire_bytes_per_frame) if summary else None,
                 wire_bits_per_frame=8 * wire / settled if settled else None,

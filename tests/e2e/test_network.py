@@ -163,6 +163,9 @@ def test_network_run_matches_the_simulator(clean_run: Run) -> None:
     assert (rx["hits"], rx["news"]) == (sim.summary.hits, sim.summary.news)
     assert rx["bits"]["semantic_per_frame"] == pytest.approx(sim.summary.bits_per_frame)
     assert rx["bits"]["payload_bytes_per_frame"] == pytest.approx(sim.summary.wire_bytes_per_frame)
+    # Link bits (every message both ways: HELLOs, frames, DIGESTs, BYE) as the Rx counted them.
+    assert rx["bits"]["link_per_frame"] == pytest.approx(sim.summary.link_bits_per_frame)
+    assert rx["bits"]["link_per_frame"] > rx["bits"]["semantic_per_frame"]
     assert rx["quality"]["psnr_mean"] == pytest.approx(sim.summary.psnr, abs=1e-9)
     assert rx["quality"]["ssim_mean"] == pytest.approx(sim.summary.ssim, abs=1e-9)
 

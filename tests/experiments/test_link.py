@@ -40,7 +40,7 @@ def test_three_bit_figures_of_a_known_stream_sum_by_hand():
     assert s.semantic_bits_per_frame == (new + 2 * hit) / 3
     hellos = 2 * (2 + 8 + 256 + 256) + 8 * 16  # role, version, two sha256 digests; stream id
     digest = 9 + 256 + 32  # ⌈log2 257⌉ count bits, sha256, one 32-bit reference hash
-    bye = 32
+    bye = 32 + 8 * len("end of stream")  # last seq, and the reason the Tx gives
     assert s.link_bits_per_frame == (new + 2 * hit + hellos + digest + bye) / 3
     # Wire: msgpack bytes + a websocket header (2 bytes under 126 bytes of payload, 4 up to
     # 64 KiB), + 4 mask bytes on Tx→Rx frames (client frames are masked).
@@ -60,6 +60,6 @@ def test_three_bit_figures_of_a_known_stream_sum_by_hand():
         forward["bytes_in"] + 4 * (2 + 4)
         + hello_tx + 4 + 4
         + hello_rx + 4
-        + len(encode(Bye(last_seq=2))) + 2 + 4
+        + len(encode(Bye(last_seq=2, reason="end of stream"))) + 2 + 4
     )  # fmt: skip
     assert s.wire_bits_per_frame == 8 * wire / 3
