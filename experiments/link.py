@@ -385,6 +385,10 @@ class SimResult:
     link_bits: int  # every message in both directions (shared.accounting.link_bits)
     wire_bits: int  # every message as msgpack + websocket framing
 
+    @property
+    def refreshes(self) -> int:
+        return self.summary.refreshes
+
 
 def simulate(
     latents: np.ndarray,

@@ -40,9 +40,9 @@ from typing import Any
 import numpy as np
 
 from experiments.link import InProcessLink, measure_quality, run_stream
-from experiments.table import Clip, calibrate, prepare_clips, run_group
+from experiments.table import Clip, calibrate, pool_runs, prepare_clips, run_group
 from experiments.tables import Precise, render_table
-from shared.accounting import FrameRecord, LinkSummary, Outcome, summarize
+from shared.accounting import FrameRecord, LinkSummary, Outcome
 from shared.codec.cache import DecodeCache
 from shared.codec.models import Codec
 from shared.config import LinkConfig
@@ -300,15 +300,7 @@ class Row:
 def pool(kind: str, cell: Cell, config: LinkConfig, runs: list[ClipRun]) -> Row:
     fates = {f: sum(r.fates[f] for r in runs) for f in HIT_FATES}
     asked = sum(r.recall_asked for r in runs)
-    summary = summarize(
-        [rec for r in runs for rec in r.records],
-        config,
-        refresh_bits=sum(r.refresh_bits for r in runs),
-        feedback_bits=sum(r.feedback_bits for r in runs),
-        refreshes=sum(r.refreshes for r in runs),
-        link_bits=sum(r.link_bits for r in runs),
-        wire_bits=sum(r.wire_bits for r in runs),
-    )
+    summary = pool_runs(runs, config)
     return Row(
         kind=kind,
         sigma=cell.sigma,

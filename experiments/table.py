@@ -7,7 +7,7 @@ and each method's achieved PSNR is reported beside its bits.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -84,14 +84,15 @@ def run_group(
     return GroupResult(config, pool_runs(runs, config), runs)
 
 
-def pool_runs(runs: list[SimResult], config: LinkConfig) -> LinkSummary:
-    """One summary of several clips' runs, pooled frame by frame with their refresh traffic."""
+def pool_runs(runs: Sequence[SimResult], config: LinkConfig) -> LinkSummary:
+    """One summary of several clips' runs (simulator or robustness runs: anything with records
+    and the ledger's traffic totals), pooled frame by frame with their traffic."""
     return summarize(
         [r for run in runs for r in run.records],
         config,
         refresh_bits=sum(run.refresh_bits for run in runs),
         feedback_bits=sum(run.feedback_bits for run in runs),
-        refreshes=sum(run.summary.refreshes for run in runs),
+        refreshes=sum(run.refreshes for run in runs),
         link_bits=sum(run.link_bits for run in runs),
         wire_bits=sum(run.wire_bits for run in runs),
     )
