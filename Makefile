@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(VENV)/bin/hoplink demo
+	$(VENV)/bin/hoplink demo --codec tok8d16
 
 test: setup
 	$(VENV)/bin/ruff check .

@@ -56,7 +56,8 @@ class Delivery:
 
 @dataclass
 class _Stage:
-    name: str
+    name: str  # unique per direction; by default the impairment's type
+    kind: str  # the impairment's type (a key of IMPAIRMENTS): its place in the pipeline
     impairment: Impairment
     rng: np.random.Generator
 
@@ -72,6 +73,7 @@ class _Direction:
     types_in: dict[str, int] = field(default_factory=dict)
     types_out: dict[str, int] = field(default_factory=dict)
     retired: dict[str, dict[str, int]] = field(default_factory=dict)  # counters of cleared ones
+    retired_kinds: dict[str, str] = field(default_factory=dict)  # their types, by name
     overflow: int = 0  # arrivals dropped because the backlog was full (messages or bytes)
     released: list[InFlight] = field(default_factory=list)  # flushed on clear, out at next poll
 
@@ -190,16 +192,28 @@ class ChannelCore:
         name: str,
         attributes: Mapping[str, Any],
         now: float | None = None,
+        *,
+        kind: str | None = None,
     ) -> dict:
         """Add an impairment, or update one (the given attributes are merged into its current
         ones; its counters and state are kept; what it holds is rescheduled at ``now``, by
-        default the latest time the core was given). Returns its state."""
+        default the latest time the core was given). Returns its state.
+
+        ``name`` is unique per direction; ``kind`` is the impairment's type (default: the name,
+        so ``set_impairment(d, "loss", …)`` sets the loss). Several impairments of one type run
+        in the order they were added, at their type's place in the pipeline; each draws from
+        its own stream, keyed by its name."""
         d = self._direction(direction)
-        cls = self._class(name)
         stage = d.find(name)
+        if kind is None:
+            kind = name if stage is None else stage.kind
+        cls = self._class(kind)
+        kind = cls.name
         where = f"{direction}/{name}"
         if not isinstance(attributes, Mapping):
             raise ImpairmentError(f"{where}: attributes must be an object, got {attributes!r}")
+        if stage is not None and stage.kind != kind:
+            raise ImpairmentError(f"{where} is a {stage.kind} impairment, not a {kind}")
         if stage is not None:
             merged = {**stage.impairment.attributes.model_dump(), **attributes}
             stage.impairment.configure(cls.validate(merged, where))
@@ -213,20 +227,22 @@ class ChannelCore:
         if key not in self._rngs:  # kept for the core's life: re-adding continues the stream
             entropy = [self.seed, name_hash(name), d.index, *self._link_key]
             self._rngs[key] = np.random.default_rng(entropy)
-        d.stages.append(_Stage(name, impairment, self._rngs[key]))
-        d.stages.sort(key=lambda s: PIPELINE_ORDER.index(s.name))
+        d.stages.append(_Stage(name, kind, impairment, self._rngs[key]))
+        d.stages.sort(key=lambda s: PIPELINE_ORDER.index(s.kind))  # stable: added order kept
         return impairment.state()
 
     def clear_impairment(self, direction: str, name: str) -> None:
         """Remove an impairment (no-op if it is not set). Its counters stay in :meth:`stats`;
         messages it held go on through the rest of the pipeline and out at the next poll."""
         d = self._direction(direction)
-        self._class(name)
         stage = d.find(name)
         if stage is None:
+            if name not in d.retired:
+                self._class(name)  # neither set, nor ever set, nor a type: a named error
             return
         position = d.stages.index(stage)
         d.stages.remove(stage)
+        d.retired_kinds[name] = stage.kind
         retired = d.retired.setdefault(name, {})
         for key, value in stage.impairment.counters.items():
             retired[key] = retired.get(key, 0) + value
@@ -245,6 +261,10 @@ class ChannelCore:
             name: {s.name: s.impairment.state() for s in d.stages}
             for name, d in self._directions.items()
         }
+
+    def impairment_types(self) -> dict[str, dict[str, str]]:
+        """``{direction: {name: type}}`` of the impairments set, in pipeline order."""
+        return {name: {s.name: s.kind for s in d.stages} for name, d in self._directions.items()}
 
     def impairment_attributes(self) -> dict:
         """``{direction: {name: attributes}}``: what another core needs to copy this pipeline
@@ -282,6 +302,7 @@ class ChannelCore:
         out: dict[str, Any] = {}
         for name, d in self._directions.items():
             totals = {k: dict(v) for k, v in d.retired.items()}
+            kinds = {**d.retired_kinds, **{s.name: s.kind for s in d.stages}}
             for stage in d.stages:
                 merged = totals.setdefault(stage.name, {})
                 for key, value in stage.impairment.counters.items():
@@ -298,7 +319,10 @@ class ChannelCore:
                 "held_bytes": self._held_bytes(d),
                 "types_in": dict(d.types_in),
                 "types_out": dict(d.types_out),
-                "impairments": {k: totals[k] for k in sorted(totals, key=PIPELINE_ORDER.index)},
+                "impairments": {
+                    k: totals[k]
+                    for k in sorted(totals, key=lambda k: PIPELINE_ORDER.index(kinds[k]))
+                },
             }
         out["events"] = dict(self._events)
         return out

@@ -21,11 +21,11 @@ When one side closes, what is still queued towards the other side is delivered (
 ``--flush-timeout``), then the other side is closed with the same code and reason, so a refusal
 by the Rx (4001-4003) reaches the Tx as it was sent.
 
-REST control API (Toxiproxy-like): ``GET /impairments``, ``PUT /impairments/{direction}/{name}``
-(JSON attributes, merged into an existing impairment), ``DELETE /impairments/{direction}/{name}``,
-``DELETE /impairments``, ``POST /events/corrupt`` (one-shot corruption of the Rx memory),
-``GET /impairments/schemas`` (every impairment's attributes as JSON schema); a corruption event
-goes to every open link. The channel also serves the live dashboard at ``/dashboard/``
+REST control API (Toxiproxy-like, :mod:`channel.control`): impairments as typed resources named
+per direction, ``GET``/``POST /impairments/{direction}``, ``GET``/``PATCH``/``DELETE
+/impairments/{direction}/{name}``, ``GET``/``DELETE /impairments``, ``GET /impairments/schemas``;
+and ``POST /events/corrupt`` (one-shot corruption of the Rx memory), sent to every open link.
+The channel also serves the live dashboard at ``/dashboard/``
 (:mod:`channel.dashboard`; ``--rx-api``/``--tx-api`` tell the page where the other processes are).
 
 This module must not import torch (checked by a test): the channel needs no codec.
@@ -39,16 +39,18 @@ import heapq
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Request, WebSocket
+from fastapi import APIRouter, Depends, HTTPException, Request, WebSocket
 from pydantic import BaseModel, Field
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
+from channel import metrics
+from channel.control import REFUSED, WRITE, ErrorDetail
+from channel.control import router as impairments_router
 from channel.core import DIRECTIONS, MAX_CORRUPT_SIGMA, ChannelCore, Delivery, ImpairmentError
 from channel.dashboard import dashboard_router, http_base, page_config
-from channel.impairments import impairment_schemas
 from shared.config import ConfigError, LinkConfig
 from shared.protocol.handshake import CloseCode, LinkEvent, LinkState, LinkStateMachine
 from shared.protocol.security import check_control_binding, require_control_token
@@ -375,8 +377,11 @@ class ChannelStats(BaseModel):
 class CorruptEvent(BaseModel):
     """One-shot corruption of the Rx memory (the paper's robustness experiment)."""
 
-    rho: float = Field(0.0, description="fraction of the Rx ID map to permute")
-    sigma: float = Field(0.0, description="std of the Gaussian noise added to Rx prototypes")
+    # strict: "0.5" or true are refused, not coerced into numbers
+    rho: float = Field(0.0, strict=True, description="fraction of the Rx ID map to permute")
+    sigma: float = Field(
+        0.0, strict=True, description="std of the Gaussian noise added to Rx prototypes"
+    )
 
 
 class CorruptResult(BaseModel):
@@ -483,9 +488,10 @@ class ChannelService:
             max_held=self.settings.backlog_messages,
             max_held_bytes=self.settings.backlog_bytes,
         )
+        kinds = self.template.impairment_types()
         for direction, stages in self.template.impairment_attributes().items():
             for name, attributes in stages.items():
-                core.set_impairment(direction, name, attributes)
+                core.set_impairment(direction, name, attributes, kind=kinds[direction][name])
         return core
 
     def _retire(self, link: _Link) -> None:
@@ -527,14 +533,16 @@ class ChannelService:
             sent=True, rho=event.rho, sigma=event.sigma, bytes=len(data), links=len(links)
         )
 
-    def set_impairment(self, direction: str, name: str, attributes: Any) -> dict:
+    def set_impairment(
+        self, direction: str, name: str, attributes: Any, kind: str | None = None
+    ) -> dict:
         try:
-            self.template.set_impairment(direction, name, attributes)
+            self.template.set_impairment(direction, name, attributes, kind=kind)
         except ImpairmentError as exc:
             raise HTTPException(400, str(exc)) from None
         now = asyncio.get_running_loop().time()
         for link in self.open.values():  # what a link's core holds is rescheduled at once
-            link.core.set_impairment(direction, name, attributes, now=now)
+            link.core.set_impairment(direction, name, attributes, now=now, kind=kind)
             link.poke(force=True)
         return self.impairments()[direction][name]
 
@@ -651,8 +659,9 @@ def startup_impairments(settings: ChannelSettings) -> Iterable[tuple[str, str, d
 # --- app and entry point -------------------------------------------------------------------------
 
 link_router = APIRouter(tags=["link"])
-# PUT/DELETE/POST need the bearer token when one is set, and a same-origin caller.
-control = APIRouter(tags=["impairments"], dependencies=[Depends(require_control_token)])
+# POST needs the bearer token when one is set, and a same-origin caller. The impairments'
+# routes are in channel/control.py.
+control = APIRouter(tags=["events"], dependencies=[Depends(require_control_token)])
 
 
 @link_router.websocket("/link")
@@ -661,43 +670,16 @@ async def link_endpoint(ws: WebSocket) -> None:
     await get_service(ws).serve_link(ws)
 
 
-@control.get("/impairments")
-async def get_impairments(request: Request) -> dict[str, dict[str, Any]]:
-    """Every impairment set, per direction, with its attributes and counters."""
-    return get_service(request).impairments()
-
-
-@control.get("/impairments/schemas")
-async def get_impairment_schemas() -> dict[str, dict[str, Any]]:
-    """JSON schema of every impairment's attributes, in pipeline order (the dashboard builds its
-    controls from these)."""
-    return impairment_schemas()
-
-
-@control.put("/impairments/{direction}/{name}")
-async def put_impairment(
-    request: Request,
-    direction: Direction,
-    name: str,
-    attributes: Annotated[dict[str, Any], Body(default_factory=dict)],
-) -> dict[str, Any]:
-    """Add an impairment, or update one (attributes are merged into its current ones)."""
-    return get_service(request).set_impairment(direction, name, attributes)
-
-
-@control.delete("/impairments/{direction}/{name}")
-async def delete_impairment(request: Request, direction: Direction, name: str) -> dict[str, str]:
-    get_service(request).clear_impairment(direction, name)
-    return {"cleared": f"{direction}/{name}"}
-
-
-@control.delete("/impairments")
-async def delete_all_impairments(request: Request) -> dict[str, str]:
-    get_service(request).clear_all()
-    return {"cleared": "all"}
-
-
-@control.post("/events/corrupt", response_model=CorruptResult)
+@control.post(
+    "/events/corrupt",
+    response_model=CorruptResult,
+    dependencies=WRITE,
+    responses={
+        **REFUSED,
+        400: {"model": ErrorDetail, "description": "rho or sigma out of range"},
+        409: {"model": ErrorDetail, "description": "no link is streaming"},
+    },
+)
 async def post_corrupt(request: Request, event: CorruptEvent) -> CorruptResult:
     """Send a one-shot CORRUPT to the Rx: permute a fraction ρ of its ID map, add noise σ."""
     return get_service(request).corrupt(event)
@@ -715,8 +697,9 @@ def build_app(config: LinkConfig, settings: ChannelSettings):
         service,
         ChannelStats,
         title="hoplink channel",
-        routers=[link_router, control, dashboard_router(page)],
+        routers=[link_router, impairments_router, control, dashboard_router(page)],
         stats_interval=settings.stats_interval,
+        metrics=metrics.collectors(service.snapshot),  # channel/metrics.py
     )
 
 

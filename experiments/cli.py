@@ -19,7 +19,7 @@ from typing import NoReturn
 from benchmarks.run import SECTIONS
 from benchmarks.run import main as run_bench
 from experiments.demo import DemoError, add_demo_arguments, run_demo
-from experiments.tables import TERMINAL_WIDTH, Precise, render_table
+from experiments.tables import TERMINAL_WIDTH, render_table
 from shared.codec.zoo import WEIGHTS_DIR_ENV
 from shared.config import ConfigError, add_config_arguments, config_from_args
 from shared.service import (
@@ -47,21 +47,28 @@ def _print_json(payload: object) -> None:
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
+    from experiments.clips import encoded_clip  # deferred: imports torch, av
     from experiments.link import Corruption, simulate  # deferred: imports torch
-    from shared.codec.cache import DecodeCache  # deferred: imports torch
-    from shared.codec.models import codec_for  # deferred: imports torch
-    from shared.scenarios import load_clip  # deferred: imports av
 
     config = config_from_args(args)
-    codec = codec_for(config)
-    frames = load_clip(args.scenario, n_frames=args.frames, size=codec.frame_size, seed=config.seed)
-    latents = codec.encode(frames)
+    clip = encoded_clip(config, args.scenario, args.frames, short_side=args.short_side)
     corruption = None
     if args.corrupt_at is not None:
         corruption = Corruption(args.corrupt_at, args.rho, args.sigma, config.seed)
     result = simulate(
-        latents, config, frames=frames, decoder=DecodeCache(codec), corruption=corruption
+        clip.latents, config, frames=clip.frames, decoder=clip.decoder, corruption=corruption
     )
+    codec = clip.codec
+    if args.out_video:
+        from experiments.video import frame_label, write_side_by_side  # deferred: imports av
+
+        shown = [
+            clip.decoder(result.rx_latents[r.seq]) if r.outcome.value != "lost" else None
+            for r in result.records
+        ]
+        labels = [frame_label(r.seq, r.psnr, r.outcome.value) for r in result.records]
+        path = write_side_by_side(args.out_video, clip.frames, shown, labels)
+        print(f"wrote {path}: original | Rx, {len(shown)} frames of {clip.frames.shape[1:3]} px")
     s = result.summary
     if args.json:
         _print_json(
@@ -93,12 +100,23 @@ def cmd_sim(args: argparse.Namespace) -> int:
         s.capacity,
         s.psnr,
     ]
+    if config.token_link:  # CR, η and C are the paper's per-latent figures: not defined here
+        row[5:8] = ["–", "–", "–"]
     print(render_table(headers, [row]))
     print(
         "bits per frame: link = every message both ways at its coded width (frames, refreshes, "
         "DIGEST, HELLO, BYE); semantic = the paper's eq. (3), frame messages and refreshes; "
         f"wire = msgpack + websocket framing. SSIM {s.ssim:.3f}."
     )
+    if config.token_link:
+        tx = result.tx
+        total = max(1, tx.tokens_skip + tx.tokens_hit + tx.tokens_new)
+        print(
+            f"token link: {clip.latents.shape[1]}x{clip.latents.shape[2]} tokens per frame "
+            f"({clip.frames.shape[1]}x{clip.frames.shape[2]} px); SKIP "
+            f"{tx.tokens_skip / total:.1%}, HIT {tx.tokens_hit / total:.1%}, NEW "
+            f"{tx.tokens_new / total:.1%}; a frame counts as a hit when it writes no token"
+        )
     outcomes = ", ".join(f"{k} {v}" for k, v in s.outcomes.items())
     print(
         f"frames: {outcomes}; refreshes {s.refreshes}; cue failures {result.rx.cue_failures}; "
@@ -114,6 +132,8 @@ def cmd_table(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from experiments.table import TABLE_GROUPS, paper_table  # deferred: imports av, torch
+    from experiments.table import as_json as table_json  # deferred: imports av, torch
+    from experiments.table import render as render_paper_table  # deferred: imports av, torch
     from shared.codec.models import codec_for  # deferred: imports torch
     from shared.scenarios import expand_sources  # deferred: imports av
 
@@ -136,65 +156,12 @@ def cmd_table(args: argparse.Namespace) -> int:
             on_step=bar.update,
         )
     elapsed = time.perf_counter() - started
-    rows = []
-    for r in table.rows:
-        s = r.result.summary
-        rows.append(
-            [
-                r.group,
-                r.method,
-                Precise(r.result.threshold),
-                s.bits_per_frame,
-                s.link_bits_per_frame,
-                s.hit_rate,
-                s.news,
-                s.compression_ratio,
-                s.efficiency,
-                s.capacity,
-                r.target_psnr,
-                s.psnr,
-                s.ssim,
-            ]
-        )
     if args.json:
-        _print_json(
-            {
-                "rows": [dict(zip(_TABLE_HEADERS, row, strict=True)) for row in rows],
-                "reductions": table.reductions,
-                "average_reduction": table.average_reduction,
-                "seconds": elapsed,
-            }
-        )
+        _print_json(table_json(table, elapsed))
         return 0
-    print(render_table(_TABLE_HEADERS, rows))
-    print()
-    for group, red in table.reductions.items():
-        print(f"bit reduction of hopfield over vq, {group}: {100 * red:+.1f} %")
     over = "the three protocols" if groups is TABLE_GROUPS else f"the {len(groups)} sources"
-    print(f"average over {over}: {100 * table.average_reduction:+.1f} %")
-    print(
-        f"({elapsed:.0f} s; τ calibrated per method: lowest semantic rate with PSNR ≥ target, "
-        f"target = all-NEW PSNR − {args.psnr_drop} dB; reductions in semantic bits (eq. 3); "
-        "link b/f adds DIGEST, HELLO, BYE and refresh requests)"
-    )
+    print(render_paper_table(table, over=over, seconds=elapsed, psnr_drop=args.psnr_drop))
     return 0
-
-
-_TABLE_HEADERS = [
-    "group",
-    "memory",
-    "τ",
-    "semantic b/f",
-    "link b/f",
-    "hit rate",
-    "NEW",
-    "CR",
-    "η",
-    "C",
-    "target dB",
-    "PSNR dB",
-    "SSIM",
-]
 
 
 # --- train ----------------------------------------------------------------------------------------
@@ -204,6 +171,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from shared.codec.models import CodecError  # deferred: imports torch
+    from shared.codec.tokens import TOKEN_CODECS  # deferred: imports torch
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     out = Path(args.out).expanduser() if args.out else user_weights_dir()
@@ -215,6 +183,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             from experiments.capacity import train_capacity  # deferred: imports torch
 
             card = train_capacity(args.codec, init=args.init or "ae64", **common)
+        elif args.codec in TOKEN_CODECS:
+            from experiments.train_tokens import train_token_codec  # deferred: imports torch
+
+            init = Path(args.init).expanduser() if args.init else None
+            card = train_token_codec(args.codec, init=init, **common)
         else:
             from experiments.training import train_codec  # deferred: imports torch
 
@@ -427,10 +400,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
         _print_json(rb.as_json(study))
         return 0
     print(rb.render(study))
-    print(
-        f"({study.seconds:.0f} s; Rx memory corrupted once before frame "
-        f"{round(args.corrupt_at * frames)} of {frames}, a DIGEST every {args.digest_every} frames)"
-    )
+    print(f"({study.seconds:.0f} s)")
     return 0
 
 
@@ -540,6 +510,19 @@ def _sim_arguments(sim: argparse.ArgumentParser) -> None:
     )
     sim.add_argument("--rho", type=float, default=0.0, help="ID-map desync fraction ρ")
     sim.add_argument("--sigma", type=float, default=0.0, help="prototype noise σ")
+    sim.add_argument(
+        "--short-side",
+        type=int,
+        default=240,
+        help="token codecs: the working size's short side in px (default 240; smaller videos "
+        "keep their size)",
+    )
+    sim.add_argument(
+        "--out-video",
+        default=None,
+        metavar="FILE.mp4",
+        help="write original | what the Rx showed side by side, PSNR burnt in",
+    )
     sim.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _add_weights_dir(sim)
     add_config_arguments(sim)
@@ -580,7 +563,11 @@ def _train_arguments(train: argparse.ArgumentParser) -> None:
         help="mse: a plain autoencoder; capacity: Algorithm 1 (reasoning capacity under a "
         "distortion constraint), fine-tuning --init (default ae64) into --codec (e.g. ae64cap)",
     )
-    train.add_argument("--init", default=None, help="start from this shipped codec's weights")
+    train.add_argument(
+        "--init",
+        default=None,
+        help="start from this shipped codec's weights (a token codec: a weights file of its spec)",
+    )
     train.add_argument("--minutes", type=float, default=10.0, help="wall-clock budget")
     train.add_argument("--steps", type=int, default=None, help="train exactly this many steps")
     train.add_argument("--seed", type=int, default=0, help="seed of data and init (default 0)")
@@ -666,7 +653,8 @@ def _robustness_arguments(robust: argparse.ArgumentParser) -> None:
         "--corrupt-at",
         type=float,
         default=0.5,
-        help="corrupt the Rx memory before this fraction of the clip (default 0.5)",
+        help="corrupt the Rx memory once per clip, before a seeded random frame within a quarter "
+        "of the clip of this fraction (default 0.5)",
     )
     robust.add_argument(
         "--digest-every", type=int, default=30, help="DIGEST period in frames (default 30)"
@@ -686,6 +674,7 @@ def _faults_arguments(faults: argparse.ArgumentParser) -> None:
     faults.add_argument("--json", action="store_true", help="print JSON instead of a table")
     faults.add_argument("--no-network", action="store_true", help="skip the real-process cells")
     _add_weights_dir(faults)
+    add_config_arguments(faults)
     faults.set_defaults(func=_run_faults)
 
 
@@ -732,6 +721,25 @@ def _demo_arguments(demo: argparse.ArgumentParser) -> None:
     _add_weights_dir(demo)
     add_config_arguments(demo)
     demo.set_defaults(func=cmd_demo)
+
+
+def cmd_soak(args: argparse.Namespace) -> int:
+    from experiments.soak import run_soak  # deferred: keeps --help fast
+
+    config_from_args(args)  # validate here: a bad flag fails before any process starts
+    try:
+        return run_soak(args)
+    except DemoError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _soak_arguments(soak: argparse.ArgumentParser) -> None:
+    from experiments.soak import add_soak_arguments  # deferred: keeps --help fast
+
+    add_soak_arguments(soak)
+    _add_weights_dir(soak)
+    add_config_arguments(soak)
+    soak.set_defaults(func=cmd_soak)
 
 
 @dataclass(frozen=True)
@@ -817,6 +825,11 @@ COMMANDS: dict[str, Command] = {
         "hoplink demo                 # until Ctrl-C\n"
         "  hoplink demo --once --frames 60 --no-impairments",
         _demo_arguments,
+    ),
+    "soak": Command(
+        "rx, channel and tx for N minutes: RSS growth per process, every frame accounted",
+        "hoplink soak --minutes 10 --json > soak.json",
+        _soak_arguments,
     ),
     "rx": Command(
         "run the receiver process (websocket /link, REST on 8003)",

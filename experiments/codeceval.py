@@ -31,7 +31,7 @@ from experiments.training import CropSampler, training_parts
 from shared.accounting import psnr_batch, ssim
 from shared.codec.cache import DecodeCache
 from shared.codec.models import CODECS, CodecError, codecs_dir, load_codec
-from shared.codec.zoo import card_grid, codec_card
+from shared.codec.zoo import card_grid, codec_card, codec_kind
 from shared.coding.quantizer import (
     Grid,
     LatentGrid,
@@ -382,6 +382,9 @@ def _grids(codec, kinds: Sequence[str]) -> list[Grid]:
 def cmd_codec_eval(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    if args.codecs and all(codec_kind(n.strip()) == "tokens" for n in args.codecs.split(",")):
+        return cmd_token_eval(args)
+
     folder = args.weights_dir or codecs_dir()
     present = [n for n in CODECS if (folder / f"{n}.pt").is_file()]
     names = [n.strip() for n in (args.codecs or ",".join(present)).split(",") if n.strip()]
@@ -487,3 +490,24 @@ def summary_table(rows: Sequence[EvalRow]) -> tuple[list[str], list[list]]:
             ]
         )
     return headers, table
+
+
+def cmd_token_eval(args: argparse.Namespace) -> int:
+    """``hoplink codec-eval --codecs TOKEN_CODEC``: the codec alone, the token link's RD curve
+    and H.264 on the same frames at the working size (experiments/token_eval.py)."""
+    from experiments.token_eval import render, token_eval  # deferred: a cycle (link ← table)
+
+    sources = expand_sources(args.sources or "real")
+    results = []
+    for name in (n.strip() for n in args.codecs.split(",") if n.strip()):
+        config = build_config({"codec": name}, read_env=False)
+        found = token_eval(config, sources, args.frames, progress=not args.json)
+        results += found
+        if not args.json:
+            print(render(found, config))
+    rows = [r.to_dict() for r in results]
+    if args.json:
+        print(json.dumps(rows, indent=2, default=float))
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=2, default=float) + "\n")
+    return 0

@@ -21,7 +21,9 @@ Two runners, one set of cells:
   no crash or hang, every frame accounted, memories agreeing at the end.
 
 Faults are on for frames ``[start, stop)``; the in-process runner clears the channel at ``stop``
-(and one-shot corruption events happen inside the window); the network runner gives every
+(and one-shot corruption events happen inside the window, at their cell's fraction of the clip
+moved by a seeded random offset, so no event sits on a DIGEST boundary by construction); the
+network runner gives every
 impairment ``seq_range = [start, stop - 1]`` instead, which needs no timing.
 
 **Silent wrong decodes.** The Rx accepts a reference when its own prototype's K-bit SimHash cue
@@ -72,6 +74,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -133,8 +136,16 @@ class FaultCell:
     def window(self, frames: int) -> tuple[int, int]:
         return _frame(self.start, frames), _frame(self.stop, frames)
 
-    def event_frames(self, frames: int) -> list[tuple[int, CorruptAt]]:
-        return [(_frame(e.frame, frames), e) for e in self.events]
+    def event_frames(self, frames: int, seed: int = SEED) -> list[tuple[int, CorruptAt]]:
+        """Each event's frame, moved by a seeded random offset of up to frames/20 either way,
+        so corruption lands at no fixed phase of the DIGEST period."""
+        rng = np.random.default_rng([seed, zlib.crc32(self.name.encode())])
+        reach = max(1, frames // 20)
+        out = []
+        for e in self.events:
+            at = _frame(e.frame, frames) + int(rng.integers(-reach, reach + 1))
+            out.append((int(np.clip(at, 1, frames - 1)), e))
+        return out
 
 
 def _frame(x: float, frames: int) -> int:
@@ -430,7 +441,7 @@ def run_cell(
     link = InProcessLink(config, seed=seed, model_cue_risk=True)
     n = len(latents)
     start, stop = cell.window(n)
-    events = dict(cell.event_frames(n))
+    events = dict(cell.event_frames(n, seed))
     stop_at = max([stop if cell.impairments else 0, *(f + 1 for f in events)], default=0)
     agree_log: list[tuple[int, bool]] = []
     stale = None
@@ -556,6 +567,16 @@ def matrix_config(**changes: Any) -> LinkConfig:
     return build_config({"threshold": THRESHOLD, "seed": SEED, **changes}, read_env=False)
 
 
+def link_flags(args: Any) -> dict[str, Any]:
+    """The link flags given on the command line (shared.config.add_config_arguments), over the
+    matrix's own defaults."""
+    return {
+        name: getattr(args, name)
+        for name in LinkConfig.model_fields
+        if getattr(args, name, None) is not None
+    }
+
+
 def load_latents(
     scenario: str = SCENARIO, frames: int = FRAMES, config: LinkConfig | None = None
 ) -> np.ndarray:
@@ -577,7 +598,7 @@ def run_matrix(
     config = config or matrix_config()
     results = []
     for cell in cells:
-        result = run_cell(cell, latents, config)
+        result = run_cell(cell, latents, config, seed=config.seed)
         results.append(result)
         if progress is not None:
             progress(result)
@@ -600,6 +621,7 @@ class NetworkBench:
         threshold: float = THRESHOLD,
         digest_every: int = DIGEST_EVERY,
         seed: int = SEED,
+        link: dict[str, Any] | None = None,
     ) -> None:
 
         self.scenario, self.frames, self.every = scenario, frames, digest_every
@@ -608,6 +630,10 @@ class NetworkBench:
             "HOPLINK_SEED": str(seed),
             "HOPLINK_THRESHOLD": str(threshold),
         }
+        for name, value in (link or {}).items():  # the link flags, as every process reads them
+            env[f"HOPLINK_{name.upper()}"] = (
+                str(value).lower() if isinstance(value, bool) else str(value)
+            )
         self.procs = Processes(Path(log_dir), env=env)
 
     def __enter__(self) -> NetworkBench:
@@ -854,12 +880,13 @@ def main(args: Any) -> int:
             status = "ok" if not result.problems() else "FAIL"
             print(f"  {result.where} {result.cell}: {status}", file=sys.stderr, flush=True)
 
+    config = matrix_config(**link_flags(args))
     cells = matrix(full=full)
-    results = run_matrix(cells, load_latents(), progress=progress)
+    results = run_matrix(cells, load_latents(config=config), config, progress=progress)
     if not args.no_network:
         logs = Path(tempfile.mkdtemp(prefix="hoplink-faults-"))
         try:
-            results += run_network(NETWORK_CELLS, logs, progress=progress)
+            results += run_network(NETWORK_CELLS, logs, progress=progress, link=link_flags(args))
         except Exception:
             print(f"the processes' logs are in {logs}", file=sys.stderr)
             raise
@@ -879,7 +906,8 @@ def main(args: Any) -> int:
         sim = sum(r.where == "sim" for r in results)
         summary = (
             f"{'full' if full else 'short'} matrix: {sim} cells in process ({SCENARIO}, "
-            f"{FRAMES} frames, τ={THRESHOLD}, DIGEST every {DIGEST_EVERY}), "
+            f"{FRAMES} frames, τ={config.threshold}, DIGEST every {DIGEST_EVERY}; link flags: "
+            f"{', '.join(f'{k}={v}' for k, v in link_flags(args).items()) or 'defaults'}), "
             f"{len(results) - sim} over processes ({NETWORK_SCENARIO}, {NETWORK_FRAMES} frames); "
             f"{elapsed:.0f} s"
         )

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from channel.core import ChannelCore
-from receiver.core import ReceiverCore, RxCounters
+from receiver.core import RxCounters
+from receiver.tokens import receiver_core
 from shared.accounting import FrameRecord, LinkLedger, LinkSummary, Outcome, psnr, ssim
 from shared.codec.cache import DecodeCache
 from shared.config import LinkConfig
@@ -38,7 +39,9 @@ from shared.protocol.messages import (
     decode,
     encode,
 )
-from transmitter.core import TransmitterCore, TxCounters, TxFrame
+from shared.protocol.security import NONCE_BYTES
+from transmitter.core import TxCounters, TxFrame
+from transmitter.tokens import transmitter_core
 
 FPS = 30.0  # frame times of a stream (virtual seconds)
 END_OF_STREAM_S = 30.0  # how long the end of a stream waits for the refreshes of its last DIGEST
@@ -59,20 +62,30 @@ class InProcessLink:
         refresh_timeout: float = 1.0,
         reorder_window: int = 64,
         model_cue_risk: bool = False,
+        authenticated: bool = False,
     ) -> None:
         self.config = config
-        self.ledger = LinkLedger(config)
+        # ``authenticated``: count what a link with a shared secret carries (HELLO nonces and
+        # MACs, a seal on every later message) without sealing anything here.
+        self.ledger = LinkLedger(config, authenticated=authenticated)
         self.model_cue_risk = model_cue_risk  # the fault matrix's bound on silent wrong frames
         self.shown: dict[int, np.ndarray] = {}  # the latent the Rx showed, per settled frame
         self.silent_decoded = 0  # hits decoded by their cue (no repair) to a latent not the Tx's
-        self.tx = TransmitterCore(config)
-        self.rx = ReceiverCore(
+        self.tx = transmitter_core(config)
+        self.rx = receiver_core(
             config, refresh_timeout=refresh_timeout, reorder_window=reorder_window
         )
         self.channel = ChannelCore(config, seed=seed)
+        auth = {"nonce": bytes(NONCE_BYTES), "auth": bytes(32)} if authenticated else {}
         for hello in (  # the handshake the network link starts with (the Tx's names its stream)
-            Hello(role="tx", config_digest=config.digest(), model_digest="0" * 64, stream="0" * 16),
-            Hello(role="rx", config_digest=config.digest(), model_digest="0" * 64),
+            Hello(
+                role="tx",
+                config_digest=config.digest(),
+                model_digest="0" * 64,
+                stream="0" * 16,
+                **auth,
+            ),
+            Hello(role="rx", config_digest=config.digest(), model_digest="0" * 64, **auth),
         ):
             self.ledger.traffic(hello, len(encode(hello)), masked=hello.role == "tx")
         self.now = 0.0
@@ -332,7 +345,8 @@ def run_stream(
     at_frame_time: FrameHook | None = None,
     before_frame: FrameHook | None = None,
 ) -> InProcessLink:
-    """Stream a clip's latents (N, d) through ``link`` and end the stream; returns ``link``.
+    """Stream a clip's latents (N, d) — or token grids (N, h, w, d) on a token link — through
+    ``link`` and end the stream; returns ``link``.
 
     At each frame time: ``at_frame_time(seq, link)`` (change impairments), deliver what is due,
     tick the Rx, ``before_frame(seq, link)`` (inject events, observe), then the Tx decides the
@@ -400,19 +414,21 @@ def simulate(
     fps: float = FPS,
     digest_every: int = DIGEST_EVERY,
     corruption: Corruption | None = None,
+    authenticated: bool = False,
 ) -> SimResult:
     """Run a clip's latents (N, d) through an ideal link; quality needs ``frames`` and
-    ``decoder``. ``corruption`` corrupts the Rx memory once, as the paper's Fig. 3 does."""
+    ``decoder``. ``corruption`` corrupts the Rx memory once, as the paper's Fig. 3 does;
+    ``authenticated`` counts the link bits a link with a shared secret carries."""
     link = run_stream(
         latents,
-        InProcessLink(config, seed=config.seed),
+        InProcessLink(config, seed=config.seed, authenticated=authenticated),
         fps=fps,
         digest_every=digest_every,
         before_frame=corruption.apply if corruption is not None else None,
     )
     n = len(latents)
     records = link.ledger.ordered(n)
-    rx_latents = np.zeros((n, config.latent_dim), dtype=np.float32)
+    rx_latents = np.zeros(np.shape(latents), dtype=np.float32)  # (N, d), or (N, h, w, d) tokens
     for seq, latent in link.shown.items():
         if seq < n:
             rx_latents[seq] = latent

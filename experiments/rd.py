@@ -3,14 +3,21 @@
 Each method is a link configuration plus one knob swept over a grid — τ (``threshold``) for the
 decisions of the paper, λ (``rdo_lambda``) for the rate-distortion-optimized decision — run through
 the in-process simulator (the same Tx/Rx cores as the network) on every clip. A point is one
-(method, knob value, group): its bits/frame, wire bytes/frame, PSNR and SSIM, pooled frame by frame
-over the group's clips. Groups are the scenarios themselves and, when all of a protocol's scenarios
-are run, the protocol (pooled), as in Table I.
+(method, knob value, group): its link, semantic and wire bits/frame, PSNR and SSIM, pooled frame
+by frame over the group's clips. Groups are the scenarios themselves and, when all of a protocol's
+scenarios are run, the protocol (pooled), as in Table I; or one group per source (``--sources``:
+scenarios, video files, ``real`` for the packaged camera videos).
 
-**Counted bits** are link bits: the semantic bits of eq. (3) for fixed-length messages (HIT, NEW,
-DELTA; :func:`shared.accounting.semantic_bits`) and the actually coded payload bits of CODED
-messages; REFRESH traffic is included. The msgpack bytes of the messages are reported beside them
-(``wire_bytes_per_frame``; no websocket framing).
+**Counted bits** are link bits/frame (:class:`shared.accounting.LinkLedger`): every message of the
+stream in both directions at its coded payload width — frame messages (eq. 3 widths, or the coded
+payload of CODED messages), REFRESH, REFRESH_REQUEST, DIGEST, HELLO, BYE. Curves, BD-rates and the
+matched point use them; semantic bits/frame (the paper's eq. 3 view) and wire bits/frame (msgpack
++ websocket framing) are reported beside them.
+
+**Cue policy** is part of a method (what the Rx can verify): ``every_reference`` (the paper: a
+SimHash cue with every reference), ``on_change`` (entropy-coded modes: only when the reference
+changes) or ``none``. Beside every method's BD-rate sits its silent-wrong count at its matched
+point when the Rx memory is noised once (σ = 0.1) before a seeded random frame.
 
 **BD-rate** (:mod:`experiments.bdrate`, pchip over log10 rate, Pareto frontiers, overlapping PSNR
 interval) of every method against ``vq`` (the paper's fixed-length VQ memory) and against H.264
@@ -19,11 +26,12 @@ x264's SEI excluded) on the very same 64×64 frames. Where the curves do not ove
 comparison falls back to H.264's bits at the link's best PSNR (:func:`experiments.realcodecs.
 bits_at_psnr`: its cheapest point when H.264 cannot go that low — then an upper bound on what
 H.264 would need, which flatters the link; see ``h264_side``). The paper's single-point view sits
-beside it: every method at a common target PSNR (:class:`MatchedRow`).
+beside it: every method read off the lower convex hull of its points at the same PSNR as vq
+(:class:`MatchedRow`, :class:`experiments.table.Curve`).
 
 Outputs in ``--out``: ``rd_points.csv`` (tidy, one row per point), ``h264_points.csv``,
 ``bd_rate.csv``, ``matched.csv``, ``rd.json`` (command, timings, tables) and
-``rd.png`` / ``rd.svg`` (PSNR and SSIM against bits/frame, log scale, one row per group).
+``rd.png`` / ``rd.svg`` (PSNR and SSIM against link bits/frame, log scale, one row per group).
 """
 
 from __future__ import annotations
@@ -42,22 +50,19 @@ from typing import Any
 import numpy as np
 
 from experiments.bdrate import INTERPOLATION, bd_rate, pareto_front
-from experiments.link import simulate
+from experiments.link import Corruption, simulate
 from experiments.realcodecs import DEFAULT_CRFS, CodecPoint, bits_at_psnr, h264_points, pool_points
-from experiments.table import pool_runs, prepare_clips
+from experiments.robustness import corruption_frame
+from experiments.table import THRESHOLD_GRID, Curve, matched_psnr, pool_runs, prepare_clips
 from shared.accounting import Outcome, psnr_batch, ssim
 from shared.codec.models import CodecError, load_codec
 from shared.config import ConfigError, LinkConfig, config_from_args
-from shared.scenarios import PROTOCOLS, SCENARIOS, ScenarioError
+from shared.scenarios import PROTOCOLS, SCENARIOS, ScenarioError, expand_sources
 
-# τ: dense near 1, where the cosines of unit-norm latents of one clip live.
-THRESHOLD_GRID: tuple[float, ...] = tuple(
-    round(1.0 - g, 6)
-    for g in (0.3, 0.1, 0.05, 0.03, 0.02, 0.01, 0.005, 0.003, 0.002, 0.001, 5e-4, 2e-4, 1e-4, 0.0)
-)
-# λ: distortion (1 − cos) per bit; half-decades from "bits are free" to "bits are dear".
+# λ: distortion (1 − cos) per bit; three steps a decade from "bits are free" to "bits are dear".
+# (τ: the calibration's grid, experiments.table.THRESHOLD_GRID.)
 LAMBDA_GRID: tuple[float, ...] = (0.0,) + tuple(
-    float(f"{m}e{e}") for e in range(-8, -1) for m in (1, 3)
+    float(f"{m}e{e}") for e in range(-8, -1) for m in (1, 2, 5)
 )
 
 
@@ -145,6 +150,7 @@ DEFAULT_METHODS: tuple[str, ...] = (
     "rdo-entropy-delta",
 )
 ANCHOR = "vq"
+CORRUPT_SIGMA = 0.1  # the Rx memory noise of the silent-wrong runs
 PAPER_METHODS = frozenset({"vq", "hopfield", "hopfield-soft"})  # solid lines; link tools dashed
 
 
@@ -158,8 +164,9 @@ class RDPoint:
     knob: str
     value: float
     frames: int
-    bits_per_frame: float  # link bits (eq. 3 / coded payload) incl. refreshes
-    wire_bytes_per_frame: float  # msgpack bytes of the frame messages
+    link_bits_per_frame: float  # every message both ways (the rate every comparison uses)
+    semantic_bits_per_frame: float  # the paper's eq. (3): frame messages and refreshes
+    wire_bits_per_frame: float  # msgpack + websocket framing of every message
     psnr: float
     ssim: float
     hit_rate: float
@@ -184,27 +191,37 @@ class BDRow:
 
 @dataclass
 class MatchedRow:
-    """A method at the group's matched-quality target (the paper's single-point view), with
-    H.264's bits at the same PSNR.
+    """A method and vq read at one PSNR off their hulls (the paper's single-point view, at equal
+    quality), with H.264's bits at that PSNR and the method's silent-wrong frames there.
 
     Target = the best PSNR any link method reaches on the group (the codec's ceiling on this
-    link) − ``psnr_drop`` dB, as in Table I; each method's point is its cheapest frontier point
-    reaching it (``reached`` False: none does, its best point is shown). H.264's bits are
-    log-linearly interpolated at the method's achieved PSNR (``h264_side`` "below": H.264 cannot
-    go that low, its cheapest point is used — an upper bound on what H.264 needs).
+    link) − ``psnr_drop`` dB, as in Table I. The method and vq are read at ``psnr`` = the target,
+    or the higher of their cheapest points' PSNRs if that lies above it
+    (:func:`experiments.table.matched_psnr`), each interpolated on the lower convex hull of its
+    (PSNR, link bits/frame) points (``reached`` False: the method's best PSNR is below it).
+    H.264's bits are log-linearly interpolated at that PSNR (``h264_side`` "below": H.264 cannot
+    go that low, its cheapest point is used — an upper bound on what H.264 needs). The silent-wrong
+    run uses the method's cheapest swept point whose PSNR reaches ``psnr`` (``value``).
     """
 
     group: str
     method: str
+    cue: str  # cue policy: every_reference | on_change | none
     target_psnr: float
-    psnr: float
-    bits_per_frame: float
-    wire_bytes_per_frame: float
+    psnr: float  # the PSNR both the method and vq are read at
+    link_bits_per_frame: float  # on the method's hull at ``psnr``
+    vq_bits_per_frame: float  # on vq's hull at the same PSNR
     reached: bool
-    vs_vq: float  # bits / vq's bits at the same target (NaN without vq)
+    vs_vq: float  # link bits / vq's link bits at the same PSNR (NaN without vq)
+    between: tuple[float, float]  # knob values of the two hull points mixed
+    value: float  # knob value of the operating point run under corruption
     h264_bits: float
     h264_side: str
     ratio_h264: float  # link bits / H.264 bits at the same PSNR
+    frames: int  # frames of the group's clips (of the corrupted run too)
+    silent_wrong: int = -1  # hits shown from a wrong latent after the Rx was noised (-1: not run)
+    corrupted_psnr: float = float("nan")  # PSNR of that run
+    corrupt_frames: tuple[int, ...] = ()  # per clip: the frame the corruption came before
 
 
 @dataclass
@@ -216,6 +233,7 @@ class RDResult:
     bd: list[BDRow]
     matched: list[MatchedRow]
     seconds: dict[str, float] = field(default_factory=dict)
+    corrupt_sigma: float = 0.0  # σ of the silent-wrong runs (0: not run)
 
 
 # --- running --------------------------------------------------------------------------------------
@@ -254,12 +272,17 @@ class _Quality:
 
 
 def resolve_groups(
-    scenario: str | None, protocol: str | None
+    scenario: str | None, protocol: str | None, sources: str | None = None
 ) -> tuple[list[str], dict[str, tuple[str, ...]], dict[str, str]]:
-    """Clips to run and the groups to report: a scenario/file, a protocol, or all eight."""
+    """Clips to run and the groups to report: a scenario/file, a protocol, one group per source
+    (scenarios, files, ``real``), or all eight scenarios."""
 
-    if scenario and protocol:
-        raise RDError("give --scenario or --protocol, not both")
+    if sum(bool(x) for x in (scenario, protocol, sources)) > 1:
+        raise RDError("give one of --scenario, --protocol and --sources")
+    if sources:
+        labelled = expand_sources(sources)
+        groups = {label: (source,) for label, source in labelled.items()}
+        return list(labelled.values()), groups, dict.fromkeys(groups, "source")
     if scenario:
         return [scenario], {scenario: (scenario,)}, {scenario: "scenario"}
     if protocol:
@@ -289,9 +312,11 @@ def run_rd(
     crfs: Sequence[int] | None = None,
     grids: dict[str, tuple[float, ...]] | None = None,
     psnr_drop: float = 0.5,
+    corrupt_sigma: float = CORRUPT_SIGMA,
     progress: Callable[[str], None] | None = None,
 ) -> RDResult:
-    """Sweep every method's knob on every clip; pool per group; BD-rate and H.264 tables."""
+    """Sweep every method's knob on every clip; pool per group; BD-rate and H.264 tables; each
+    method's matched point re-run with the Rx memory noised (σ = ``corrupt_sigma``; 0: skip)."""
 
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -304,16 +329,13 @@ def run_rd(
         )
     clips = {c.name: c for c in prepare_clips(clip_names, codec, n_frames, base.seed)}
     quality = _Quality(codec, with_ssim)
-    seconds = {"simulation": 0.0, "quality": 0.0, "h264": 0.0}
+    seconds = {"simulation": 0.0, "quality": 0.0, "h264": 0.0, "corruption": 0.0}
     points: list[RDPoint] = []
     for name in methods:
         method = METHODS[name]
         grid = (grids or {}).get(name, method.grid)
         for value in grid:
-            try:
-                config = base.replace(**method.overrides, **{method.knob: value})
-            except ConfigError as exc:
-                raise RDError(f"method {name}: {exc}") from None
+            config = method_config(base, name, value)
             if progress:
                 progress(f"{name} {method.knob}={value:g}")
             per_clip = {}
@@ -339,8 +361,9 @@ def run_rd(
                         knob=method.knob,
                         value=float(value),
                         frames=s.frames,
-                        bits_per_frame=s.bits_per_frame,
-                        wire_bytes_per_frame=s.wire_bytes_per_frame,
+                        link_bits_per_frame=s.link_bits_per_frame,
+                        semantic_bits_per_frame=s.semantic_bits_per_frame,
+                        wire_bits_per_frame=s.wire_bits_per_frame,
                         psnr=s.psnr,
                         ssim=s.ssim,
                         hit_rate=s.hit_rate,
@@ -362,14 +385,63 @@ def run_rd(
                 h264_rows.append({"scope": scopes[group], "group": group, **asdict(p)})
         seconds["h264"] = time.perf_counter() - t0
     bd = _bd_table(points, h264_rows, groups, methods)
-    matched = _matched_table(points, h264_rows, groups, methods, psnr_drop)
+    matched = _matched_table(points, h264_rows, groups, methods, psnr_drop, base)
+    if corrupt_sigma > 0:
+        t0 = time.perf_counter()
+        corrupted_quality = _Quality(codec, with_ssim=False)
+        for row in matched:
+            if progress:
+                progress(f"σ={corrupt_sigma:g} at {row.group} {row.method}")
+            members = [clips[m] for m in groups[row.group]]
+            _corrupted_run(row, members, base, corrupt_sigma, corrupted_quality)
+        seconds["corruption"] = time.perf_counter() - t0
     seconds["total"] = time.perf_counter() - started
-    return RDResult(dict(groups), dict(scopes), points, h264_rows, bd, matched, seconds)
+    result = RDResult(dict(groups), dict(scopes), points, h264_rows, bd, matched, seconds)
+    result.corrupt_sigma = corrupt_sigma
+    return result
+
+
+def method_config(base: LinkConfig, name: str, value: float) -> LinkConfig:
+    """The link configuration of method ``name`` at knob ``value``."""
+    method = METHODS[name]
+    try:
+        return base.replace(**method.overrides, **{method.knob: value})
+    except ConfigError as exc:
+        raise RDError(f"method {name}: {exc}") from None
+
+
+def cue_policy(config: LinkConfig) -> str:
+    """What the Rx can verify: a cue with every reference (the paper's fixed-length messages),
+    only when the reference changes (entropy-coded ``on_change``), or none (no cue bits)."""
+    if config.cue_bits == 0:
+        return "none"
+    return config.coded_cue if config.entropy_coding else "every_reference"
+
+
+def _corrupted_run(
+    row: MatchedRow, clips: Sequence, base: LinkConfig, sigma: float, quality: _Quality
+) -> None:
+    """Run ``row``'s operating point on its clips with the Rx memory noised once (σ) before a
+    seeded random frame; fill in its silent-wrong count and PSNR."""
+    config = method_config(base, row.method, row.value)
+    silent, psnrs, at = 0, [], []
+    for i, clip in enumerate(clips):
+        frame = corruption_frame(len(clip.latents), config.seed + i)
+        run = simulate(
+            clip.latents, config, corruption=Corruption(frame, sigma=sigma, seed=config.seed)
+        )
+        silent += run.silent_wrong
+        shown = np.array([r.outcome is not Outcome.LOST for r in run.records])
+        psnrs.append(quality.measure(clip, run.rx_latents, shown)[0])
+        at.append(frame)
+    row.silent_wrong = silent
+    row.corrupted_psnr = float(np.nanmean(np.concatenate(psnrs)))
+    row.corrupt_frames = tuple(at)
 
 
 def _curve(points: Sequence[RDPoint], group: str, method: str, metric: str):
     pts = [p for p in points if p.group == group and p.method == method]
-    return [p.bits_per_frame for p in pts], [getattr(p, metric) for p in pts]
+    return [p.link_bits_per_frame for p in pts], [getattr(p, metric) for p in pts]
 
 
 def _h264_points(h264_rows, group):
@@ -403,41 +475,50 @@ def _bd_table(points, h264_rows, groups, methods) -> list[BDRow]:
     return bd
 
 
-def _matched_table(points, h264_rows, groups, methods, psnr_drop) -> list[MatchedRow]:
+def _matched_table(points, h264_rows, groups, methods, psnr_drop, base) -> list[MatchedRow]:
 
     rows: list[MatchedRow] = []
     for group in groups:
         h264_pts = _h264_points(h264_rows, group)
         ceiling = max((p.psnr for p in points if p.group == group), default=float("nan"))
         target = ceiling - psnr_drop
-        chosen: dict[str, tuple[RDPoint, bool]] = {}
+        swept = {m: [p for p in points if p.group == group and p.method == m] for m in methods}
+        curves = {m: Curve.of(*_curve(points, group, m, "psnr")) for m in methods}
+        vq = curves.get(ANCHOR)
         for method in methods:
-            pts = [p for p in points if p.group == group and p.method == method]
-            reaching = [p for p in pts if p.psnr >= target]
-            if reaching:  # the cheapest point reaching the target (best PSNR among equals)
-                chosen[method] = (min(reaching, key=lambda p: (p.bits_per_frame, -p.psnr)), True)
-            elif pts:
-                chosen[method] = (max(pts, key=lambda p: (p.psnr, -p.bits_per_frame)), False)
-        for method, (point, reached) in chosen.items():
-            bits, psnr = point.bits_per_frame, point.psnr
-            vq_bits = chosen[ANCHOR][0].bits_per_frame if ANCHOR in chosen else float("nan")
+            pts, curve = swept[method], curves[method]
+            if not pts:
+                continue
+            at = matched_psnr(target, [curve] + ([vq] if vq is not None else []))
+            bits, lo, hi = curve.at(at)
+            vq_bits = vq.at(at)[0] if vq is not None else float("nan")
+            reaching = [p for p in pts if p.psnr >= at]
+            point = (
+                min(reaching, key=lambda p: (p.link_bits_per_frame, -p.psnr))
+                if reaching
+                else max(pts, key=lambda p: (p.psnr, -p.link_bits_per_frame))
+            )
             h264_bits, side = float("nan"), ""
             if h264_pts:
-                at = bits_at_psnr(h264_pts, psnr)
-                h264_bits, side = float(at), at.side
+                h = bits_at_psnr(h264_pts, at)
+                h264_bits, side = float(h), h.side
             rows.append(
                 MatchedRow(
-                    group,
-                    method,
-                    target,
-                    psnr,
-                    bits,
-                    point.wire_bytes_per_frame,
-                    reached,
-                    bits / vq_bits,
-                    h264_bits,
-                    side,
-                    bits / h264_bits,
+                    group=group,
+                    method=method,
+                    cue=cue_policy(method_config(base, method, point.value)),
+                    target_psnr=target,
+                    psnr=at,
+                    link_bits_per_frame=bits,
+                    vq_bits_per_frame=vq_bits,
+                    reached=bool(np.isfinite(bits)),
+                    vs_vq=bits / vq_bits,
+                    between=(pts[lo].value, pts[hi].value),
+                    value=point.value,
+                    h264_bits=h264_bits,
+                    h264_side=side,
+                    ratio_h264=bits / h264_bits,
+                    frames=point.frames,
                 )
             )
     return rows
@@ -457,7 +538,9 @@ def write_outputs(result: RDResult, out: Path, command: str) -> list[Path]:
         written.append(_write_csv(out / "h264_points.csv", result.h264))
     summary = {
         "command": command,
-        "interpolation": f"{INTERPOLATION} over log10(bits/frame), Pareto frontiers",
+        "interpolation": f"{INTERPOLATION} over log10(link bits/frame), Pareto frontiers",
+        "matched_rule": "each method and vq on their lower convex hulls at one PSNR",
+        "corrupt_sigma": result.corrupt_sigma,
         "groups": result.groups,
         "seconds": result.seconds,
         "bd_rate": [asdict(r) for r in result.bd],
@@ -485,7 +568,7 @@ def _write_csv(path: Path, rows: list[dict]) -> Path:
 
 
 def plot(result: RDResult, stem: Path) -> list[Path]:
-    """PSNR and SSIM against bits/frame (log x), one row per group; PNG and SVG."""
+    """PSNR and SSIM against link bits/frame (log x), one row per group; PNG and SVG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -520,8 +603,9 @@ def plot(result: RDResult, stem: Path) -> list[Path]:
                 top = max(link) + (2.5 if metric == "psnr" else 0.15)
                 bottom = min(link) - (0.5 if metric == "psnr" else 0.03)
                 ax.set_ylim(bottom, top)
-            ax.set_xscale("log")
-            ax.set_xlabel("bits / frame (link bits; H.264 bitstream)")
+            if link or h:  # no SSIM measured and no H.264: nothing to put on a log axis
+                ax.set_xscale("log")
+            ax.set_xlabel("link bits / frame (H.264: bitstream bits / frame)")
             ax.set_ylabel("PSNR (dB)" if metric == "psnr" else "SSIM")
             ax.set_title(f"{group}: {metric.upper()} (H.264 continues above)")
             ax.grid(True, which="both", alpha=0.3)
@@ -536,44 +620,60 @@ def plot(result: RDResult, stem: Path) -> list[Path]:
 
 
 def _report_groups(result: RDResult) -> list[str]:
-    groups = [g for g in result.groups if result.scopes[g] == "protocol"] or list(result.groups)
+    scopes = result.scopes
+    groups = [g for g in result.groups if scopes[g] in ("protocol", "source")]
+    groups = groups or list(result.groups)
     if "scene_change" in result.groups and "scene_change" not in groups:
         groups.append("scene_change")
     return groups
 
 
 def format_tables(result: RDResult) -> str:
-    """The BD-rate table (PSNR) and the matched-quality table, as Markdown."""
+    """The BD-rate table (PSNR, link bits) with each method's cue policy and silent-wrong frames,
+    and the matched-quality table, as Markdown."""
     groups = _report_groups(result)
     methods = list(dict.fromkeys(p.method for p in result.points))
     anchors = [a for a in ("vq", "h264") if any(r.anchor == a for r in result.bd)]
     names = {"vq": "vq", "h264": "H.264"}
-    protocols = [g for g in groups if result.scopes.get(g) == "protocol"]
-    mean = len(protocols) > 1
+    averaged = [g for g in groups if result.scopes.get(g) in ("protocol", "source")]
+    mean = len(averaged) > 1
+    over = "source" if any(result.scopes[g] == "source" for g in averaged) else "protocol"
     head = " | ".join(f"{g} vs {names[a]}" for g in groups for a in anchors)
     if mean:
-        head += " | " + " | ".join(f"protocol mean vs {names[a]}" for a in anchors)
-    columns = len(anchors) * (len(groups) + mean)
-    lines = [f"| method | {head} |", "|---|" + "---|" * columns]
+        head += " | " + " | ".join(f"{over} mean vs {names[a]}" for a in anchors)
+    sigma = result.corrupt_sigma
+    silent = f" | silent wrong, σ = {sigma:g} |" if sigma > 0 else " |"
+    columns = len(anchors) * (len(groups) + mean) + 1 + (sigma > 0)
+    lines = [f"| method | cue | {head}{silent}", "|---|" + "---|" * columns]
     lookup = {(r.group, r.method, r.anchor): r for r in result.bd if r.metric == "psnr"}
+    matched = {(r.group, r.method): r for r in result.matched}
     for method in methods:
-        cells = []
+        cues = {matched[g, method].cue for g in groups if (g, method) in matched}
+        cells = [" / ".join(sorted(cues)) or "—"]
         for group in groups:
             for anchor in anchors:
                 r = lookup.get((group, method, anchor))
                 cells.append("—" if r is None else _pct(r.bd_rate_percent))
         if mean:
             for anchor in anchors:
-                values = [lookup.get((g, method, anchor)) for g in protocols]
-                ok = [r.bd_rate_percent for r in values if r is not None]
-                cells.append(_pct(float(np.mean(ok))) if len(ok) == len(protocols) else "—")
+                values = [lookup.get((g, method, anchor)) for g in averaged]
+                ok = [
+                    r.bd_rate_percent
+                    for r in values
+                    if r is not None and math.isfinite(r.bd_rate_percent)
+                ]
+                part = "" if len(ok) == len(averaged) else f" ({len(ok)} of {len(averaged)})"
+                cells.append(_pct(float(np.mean(ok))) + part if ok else "—")
+        if sigma > 0:
+            rows = [matched[g, method] for g in groups if (g, method) in matched]
+            cells.append(f"{sum(r.silent_wrong for r in rows)} of {sum(r.frames for r in rows)}")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     if result.matched:
         lines += [
             "",
-            "| group | target dB | method | PSNR dB | bits/frame | wire B/frame | vs vq | "
-            "H.264 bits/frame at that PSNR | link / H.264 |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| group | target dB | method | cue | PSNR dB | link bits/frame | vq link bits/frame | "
+            "vs vq | H.264 bits/frame at that PSNR | link / H.264 | silent wrong | PSNR σ dB |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in result.matched:
             if r.group not in groups:
@@ -582,10 +682,12 @@ def format_tables(result: RDResult) -> str:
             side = "" if r.h264_side in ("inside", "") else f" ({r.h264_side})"
             h264 = "—" if not math.isfinite(r.h264_bits) else f"{r.h264_bits:.1f}{side}"
             ratio = "—" if not math.isfinite(r.ratio_h264) else f"{r.ratio_h264:.3f}"
+            wrong = "—" if r.silent_wrong < 0 else str(r.silent_wrong)
+            hurt = "—" if not math.isfinite(r.corrupted_psnr) else f"{r.corrupted_psnr:.2f}"
             lines.append(
-                f"| {r.group} | {r.target_psnr:.2f} | {r.method} | {r.psnr:.2f}{short} | "
-                f"{r.bits_per_frame:.1f} | {r.wire_bytes_per_frame:.1f} | "
-                f"{_pct(100 * (r.vs_vq - 1))} | {h264} | {ratio} |"
+                f"| {r.group} | {r.target_psnr:.2f} | {r.method} | {r.cue} | {r.psnr:.2f}{short} | "
+                f"{r.link_bits_per_frame:.1f} | {r.vq_bits_per_frame:.1f} | "
+                f"{_pct(100 * (r.vs_vq - 1))} | {h264} | {ratio} | {wrong} | {hurt} |"
             )
     return "\n".join(lines)
 
@@ -601,6 +703,19 @@ def add_rd_arguments(rd: argparse.ArgumentParser, add_config_arguments) -> None:
     """The flags of ``hoplink rd`` (its parser and help line are the CLI's)."""
     rd.add_argument("--scenario", default=None, help="one scenario name or a video file")
     rd.add_argument("--protocol", default=None, help="a protocol's scenarios (and their pool)")
+    rd.add_argument(
+        "--sources",
+        default=None,
+        help="one group per source: scenarios, video files, or `real` (the Debian-packaged "
+        "camera videos), comma-separated",
+    )
+    rd.add_argument(
+        "--corrupt-sigma",
+        type=float,
+        default=CORRUPT_SIGMA,
+        help="σ of the Rx memory noise of each method's silent-wrong run at its matched point, "
+        f"before a seeded random frame (default {CORRUPT_SIGMA}; 0 skips it)",
+    )
     rd.add_argument(
         "--methods",
         default=",".join(DEFAULT_METHODS),
@@ -625,12 +740,27 @@ def add_rd_arguments(rd: argparse.ArgumentParser, add_config_arguments) -> None:
     rd.set_defaults(func=cmd_rd)
 
 
-def cmd_rd(args: argparse.Namespace) -> int:
+def _token_rd(args: argparse.Namespace, config: LinkConfig) -> int:
+    """A token codec's link: its τ sweep against H.264 on the same frames at the working size
+    (experiments/token_eval.py); the single-latent methods do not apply."""
+    from experiments.token_eval import render, token_eval  # deferred: a cycle (link ← rd)
 
+    sources = expand_sources(args.sources or args.scenario or "real")
+    results = token_eval(config, sources, args.frames, progress=not args.json)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=2, default=float))
+    else:
+        print(render(results, config))
+    return 0
+
+
+def cmd_rd(args: argparse.Namespace) -> int:
     try:
         base = config_from_args(args)
+        if base.token_link:
+            return _token_rd(args, base)
         methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-        names, groups, scopes = resolve_groups(args.scenario, args.protocol)
+        names, groups, scopes = resolve_groups(args.scenario, args.protocol, args.sources)
         crfs = [int(c) for c in args.crfs.split(",")] if args.crfs else None
         grids = None
         if args.points:
@@ -647,6 +777,7 @@ def cmd_rd(args: argparse.Namespace) -> int:
             crfs=crfs,
             grids=grids,
             psnr_drop=args.psnr_drop,
+            corrupt_sigma=args.corrupt_sigma,
             progress=None if args.json else lambda s: print(f"  {s}", file=sys.stderr),
         )
     except (RDError, ConfigError, ScenarioError, CodecError) as exc:

@@ -7,7 +7,10 @@ prototype noise σ. Each kind first gets its own τ, calibrated by the symmetric
 minus ``psnr_drop`` dB, as for Table I), so the kinds are compared at matched quality. Then every
 clip runs through the in-process link (:func:`experiments.link.run_stream`: the
 Tx, channel and Rx cores on a virtual clock, with refreshes answered over a clean channel) and
-the channel corrupts the Rx memory once, before frame ``corrupt_at · N``.
+the channel corrupts the Rx memory once, before a seeded random frame of the clip's middle half
+(:func:`corruption_frame`; a fixed mid-clip frame would sit on a DIGEST boundary, where the
+Rx's next check comes at once). Every link flag (entropy coding, DELTA, RDO, the coded cue
+policy, cue bits) applies to every kind; rates are link bits/frame.
 
 For every HIT sent from that frame on, the runner knows what the Rx cannot: which memory entry
 the shown latent came from. A hit ends in exactly one of
@@ -74,10 +77,20 @@ FULL_SCENARIOS = (
 )
 FRAMES = 60
 FULL_FRAMES = 120
-CORRUPT_AT = 0.5  # fraction of the clip before which the Rx memory is corrupted
+CORRUPT_AT = 0.5  # centre of the corruption frames, as a fraction of the clip
 PSNR_DROP = 0.5
 
 HIT_FATES = ("direct", "lookup", "refresh", "wrong", "concealed")
+
+
+def corruption_frame(n: int, seed: int, around: float = CORRUPT_AT) -> int:
+    """A seeded random frame in the middle half of an ``n``-frame clip, centred on
+    ``around · n``: where a one-shot corruption of the Rx memory comes, never only on DIGEST
+    boundaries (a clip of 60 frames split at 0.5 is corrupted right before a DIGEST)."""
+    rng = np.random.default_rng([seed, n])
+    half = max(1, n // 4)
+    centre = int(round(around * n))
+    return int(np.clip(centre + rng.integers(-half, half + 1), 1, max(1, n - 1)))
 
 
 @dataclass(frozen=True)
@@ -113,14 +126,16 @@ class ObservedLink(InProcessLink):
 
     def __init__(self, config: LinkConfig, *, seed: int) -> None:
         super().__init__(config, seed=seed)
-        self.hits: dict[int, Hit] = {}  # the HIT messages, by sequence number
+        self.hits: dict[int, tuple[tuple[int, ...], tuple[int, ...]]] = {}  # seq -> refs, weights
         self.right: dict[int, bool] = {}  # hit frames: shown from the referenced prototype
         self.exact: dict[int, bool] = {}  # hit frames: shown bit-equal to the Tx's latent
 
     def frame(self, seq: int, latent: np.ndarray) -> TxFrame:
         decision = super().frame(seq, latent)
         if isinstance(decision.message, Hit):
-            self.hits[seq] = decision.message
+            self.hits[seq] = (decision.message.refs, decision.message.weights)
+        elif decision.hit and self.tx.coder is not None:  # a CODED hit: the coder's reference
+            self.hits[seq] = ((self.tx.coder.last_ref,), ())
         return decision
 
     def _settle(self, frames: Iterable, risk: dict | None) -> None:
@@ -129,10 +144,10 @@ class ObservedLink(InProcessLink):
             if frame.outcome is None or frame.seq in self.outcomes:
                 continue  # provisional, or settled twice (the base class counts it)
             latent = frame.latent
-            message = self.hits.get(frame.seq)
-            if isinstance(message, Hit) and latent is not None:
+            hit = self.hits.get(frame.seq)
+            if hit is not None and latent is not None:
                 # Slot r holds the Rx's copy of reference r (desync moves the map, not content).
-                own = self.rx.memory.reconstruct(message.refs, message.weights)
+                own = self.rx.memory.reconstruct(*hit)
                 self.right[frame.seq] = bool(np.array_equal(latent, own))
                 self.exact[frame.seq] = bool(np.array_equal(latent, self.expected[frame.seq]))
         super()._settle(frames, risk)
@@ -167,6 +182,7 @@ class ClipRun:
     """One clip under one cell: per-frame records and what became of the hits after the event."""
 
     clip: str
+    corrupt_at: int  # the frame the corruption came before
     records: list[FrameRecord]
     shown: np.ndarray  # (N, d) the latent the Rx showed per frame (zeros for lost frames)
     fates: dict[str, int]  # hits sent from the corruption on, by fate
@@ -202,15 +218,16 @@ def run_clip(
     seed: int | None = None,
 ) -> ClipRun:
     """Run a clip's latents through the link; the Rx memory is corrupted once (ρ, σ) before
-    frame ``round(corrupt_at · N)``. PSNR needs ``frames`` and ``decoder``.
+    frame ``corruption_frame(N, seed, corrupt_at)``. PSNR needs ``frames`` and ``decoder``.
 
     The loop is :func:`experiments.faults.run_cell`'s without impairment windows: deliver what is
     due, tick the Rx, inject the event, send the frame, a DIGEST every ``digest_every`` frames; at
     the end a last DIGEST, the refreshes it asks for, and BYE.
     """
-    link = ObservedLink(config, seed=config.seed if seed is None else seed)
+    seed = config.seed if seed is None else seed
+    link = ObservedLink(config, seed=seed)
     n = len(latents)
-    at = int(round(corrupt_at * n))
+    at = corruption_frame(n, seed, corrupt_at)
     recall = (0, 0)
 
     def corrupt_once(seq: int, link: ObservedLink) -> None:
@@ -238,6 +255,7 @@ def run_clip(
     c = link.rx.counters
     return ClipRun(
         clip=name,
+        corrupt_at=at,
         records=records,
         shown=shown_all,
         fates=fates,
@@ -276,7 +294,7 @@ class Row:
     lookups_ok: int
     refreshes: int
     ids_desynced: int
-    summary: LinkSummary  # the whole clips: bits/frame incl. refreshes, PSNR, outcomes
+    summary: LinkSummary  # the whole clips: link, semantic, wire bits/frame, PSNR, outcomes
 
     def share(self, fate: str) -> float:
         return self.fates[fate] / self.hits if self.hits else float("nan")
@@ -290,7 +308,8 @@ class Row:
             **{k: v for k, v in asdict(self).items() if k != "summary"},
             "shares": {f: self.share(f) for f in HIT_FATES},
             "exact_share": self.exact_share,
-            "bits_per_frame": self.summary.bits_per_frame,
+            "link_bits_per_frame": self.summary.link_bits_per_frame,
+            "semantic_bits_per_frame": self.summary.semantic_bits_per_frame,
             "psnr": self.summary.psnr,
             "hit_rate": self.summary.hit_rate,
             "outcomes": self.summary.outcomes,
@@ -323,7 +342,7 @@ class Calibration:
     kind: str
     config: LinkConfig
     psnr: float  # clean channel, simulator
-    bits_per_frame: float
+    link_bits_per_frame: float
     steps: int  # simulator runs the calibration took
 
 
@@ -336,6 +355,8 @@ class Study:
     cells: list[Cell]
     calibrations: list[Calibration] = field(default_factory=list)
     rows: list[Row] = field(default_factory=list)
+    corrupt_frames: dict[str, int] = field(default_factory=dict)  # clip -> frame corrupted before
+    digest_every: int = DIGEST_EVERY
     seconds: float = 0.0
 
 
@@ -373,6 +394,7 @@ def measure(
         scenarios=tuple(scenarios),
         frames=frames,
         cells=cells,
+        digest_every=digest_every,
     )
     for kind in kinds:
         steps = 0
@@ -385,10 +407,12 @@ def measure(
 
         chosen, _ = calibrate(clips, kind_config(base, kind), study.target_psnr, decoder, step)
         s = chosen.summary
-        study.calibrations.append(Calibration(kind, chosen.config, s.psnr, s.bits_per_frame, steps))
+        study.calibrations.append(
+            Calibration(kind, chosen.config, s.psnr, s.link_bits_per_frame, steps)
+        )
         for cell in cells:
             runs = []
-            for clip in clips:
+            for i, clip in enumerate(clips):
                 runs.append(
                     run_clip(
                         clip.latents,
@@ -399,8 +423,10 @@ def measure(
                         name=clip.name,
                         corrupt_at=corrupt_at,
                         digest_every=digest_every,
+                        seed=base.seed + i,
                     )
                 )
+                study.corrupt_frames[clip.name] = runs[-1].corrupt_at
                 if on_run:
                     on_run(kind, cell, clip.name)
             study.rows.append(pool(kind, cell, chosen.config, runs))
@@ -424,7 +450,7 @@ HEADERS = [
     "exact",
     "recall",
     "cue fail",
-    "bits/frame",
+    "link b/f",
     "PSNR dB",
 ]
 
@@ -442,7 +468,7 @@ def table_rows(study: Study) -> list[list[object]]:
             r.exact_share,
             r.recall,
             r.cue_failures,
-            r.summary.bits_per_frame,
+            r.summary.link_bits_per_frame,
             r.summary.psnr,
         ]
         for r in study.rows
@@ -457,10 +483,21 @@ def render(study: Study) -> str:
     ]
     for c in study.calibrations:
         lines.append(
-            f"  {c.kind}: τ = {c.config.threshold:.4f}, clean {c.bits_per_frame:.1f} bits/frame, "
-            f"{c.psnr:.2f} dB ({c.steps} calibration runs)"
+            f"  {c.kind}: τ = {c.config.threshold:.4f}, clean {c.link_bits_per_frame:.1f} link "
+            f"bits/frame, {c.psnr:.2f} dB ({c.steps} calibration runs)"
         )
-    lines += ["", render_table(HEADERS, table_rows(study)), "", textwrap.fill(LEGEND, 100)]
+    frames = ", ".join(f"{clip} {at}" for clip, at in study.corrupt_frames.items())
+    lines += [
+        "",
+        render_table(HEADERS, table_rows(study)),
+        "",
+        textwrap.fill(LEGEND, 100),
+        textwrap.fill(
+            f"Rx memory corrupted once per clip, before a seeded random frame ({frames}); "
+            f"a DIGEST every {study.digest_every} frames.",
+            100,
+        ),
+    ]
     return "\n".join(lines)
 
 
@@ -471,8 +508,9 @@ LEGEND = (
     "prototype's copy (silent wrong) / concealed; exact: shown bit-equal to the Tx's latent (a "
     "noised copy that passes its cue is right but not exact); recall: the kind's own retrieval "
     "queried with each clean prototype against the corrupted Rx memory names its slot (not "
-    "used by the Rx, which recovers by cue); cue fail: the Rx's counter; bits/frame includes "
-    "refreshes; PSNR over the whole clips."
+    "used by the Rx, which recovers by cue); cue fail: the Rx's counter; link b/f: link "
+    "bits/frame, every message both ways (frames, refreshes and their requests, DIGEST, HELLO, "
+    "BYE); PSNR over the whole clips."
 )
 
 
@@ -482,12 +520,13 @@ def as_json(study: Study) -> dict[str, Any]:
         "ceiling_psnr": study.ceiling_psnr,
         "scenarios": list(study.scenarios),
         "frames": study.frames,
+        "corrupt_frames": study.corrupt_frames,
         "calibrations": [
             {
                 "kind": c.kind,
                 "threshold": c.config.threshold,
                 "psnr": c.psnr,
-                "bits_per_frame": c.bits_per_frame,
+                "link_bits_per_frame": c.link_bits_per_frame,
                 "steps": c.steps,
                 "config": c.config.model_dump(),
             }

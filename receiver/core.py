@@ -18,7 +18,7 @@ import numpy as np
 from shared.accounting import Outcome
 from shared.coding.entropy import EntropyError, FrameSymbols, SymbolCoder
 from shared.coding.quantizer import QuantizerError, dequantize, normalize, unpack_codes
-from shared.coding.residual import SCALE_LEVELS, reconstruct_delta
+from shared.coding.residual import SCALE_LEVELS, reconstruct_delta, residual_levels
 from shared.config import LinkConfig
 from shared.memory.cues import CueHasher, hamming, lookup
 from shared.memory.store import Memory
@@ -65,6 +65,7 @@ class RxCounters:
     errors: int = 0
     seq_jumps_refused: int = 0  # frames far ahead of the stream, refused until confirmed
     frames_skipped: int = 0  # frames before a late join (restarted Rx), beyond max_seq_jump
+    before_restart: int = 0  # frames the Tx sent before this Rx joined its stream (start_at)
     deltas: int = 0  # DELTA frames (link tools), by message or decoded from a CODED payload
     coded_desynced: int = 0  # CODED frames concealed: an earlier frame of their segment was lost
     internal_errors: int = 0  # messages whose handling failed unexpectedly (see ReceiverCore.fail)
@@ -176,6 +177,20 @@ class ReceiverCore:
             self._highest = max(self._highest, seq)
         self._settle(seq, message.t, self.last_good, Outcome.CONCEALED, step)
         return step
+
+    def start_at(self, seq: int) -> None:
+        """Join a stream at frame ``seq`` (the Tx's HELLO says where it is): a restarted Rx
+        cannot know what became of the frames before; they are counted ``before_restart``,
+        never lost. Only before the first frame of the session."""
+        if self._highest >= 0 or self._floor > 0 or seq < 0:
+            raise ProtocolError(f"cannot join the stream at frame {seq}: it has started")
+        self.counters.before_restart = seq
+        self._floor, self._highest = seq, seq - 1
+        if self.coder is not None and seq > 0:
+            self._coded_next = seq
+            if seq != self.coder.segment_of(seq) * self.config.entropy_reset:
+                # Joined inside a segment: its models miss the updates of the frames before.
+                self._coded_broken = self.coder.segment_of(seq)
 
     def tick(self, now: float) -> RxStep:
         """Conceal frames whose refresh did not come in time."""
@@ -350,6 +365,8 @@ class ReceiverCore:
             if delta.slot >= cfg.capacity:
                 raise ProtocolError(f"slot {delta.slot} outside capacity {cfg.capacity}")
             codes = unpack_codes(delta.residual, delta.bits, cfg.latent_dim)
+            if codes.max(initial=0) > 2 * residual_levels(delta.bits):  # a bit error can make one
+                raise ProtocolError(f"residual code {int(codes.max())} out of range")
         except (ProtocolError, QuantizerError) as exc:
             self._settle(delta.seq, delta.t, self.last_good, Outcome.CONCEALED, step)
             raise ProtocolError(f"delta {delta.seq}: {exc}") from None
@@ -385,7 +402,7 @@ class ReceiverCore:
                 self._settle(seq, coded.t, self.last_good, Outcome.CONCEALED, step)
                 continue
             try:
-                symbols = coder.decode(coded.payload)
+                symbols = self._decode_payload(coded)
             except EntropyError as exc:
                 self._coded_broken = coder.segment.number
                 self._settle(seq, coded.t, self.last_good, Outcome.CONCEALED, step)
@@ -398,6 +415,10 @@ class ReceiverCore:
             self.counters.deltas += symbols.kind == "delta"
             self.counters.news += symbols.kind == "new"
             self._apply_symbols(seq, coded.t, symbols, now, step)
+
+    def _decode_payload(self, coded: Coded) -> FrameSymbols:
+        """The symbols of a CODED frame (the token core decodes a grid instead)."""
+        return self.coder.decode(coded.payload)
 
     def _apply_symbols(self, seq: int, t: float, symbols: FrameSymbols, now: float, step) -> None:
         """Show (and store) a frame given as symbols: a verified reference, or a DELTA/NEW."""

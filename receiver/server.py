@@ -34,13 +34,17 @@ import io
 import logging
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import numpy as np
 from fastapi import APIRouter, Request, WebSocket
 from pydantic import BaseModel
 
-from receiver.core import ReceiverCore, RxStep
+from receiver.core import RxStep
+from receiver.metrics import RxMetrics
+from receiver.record import FrameRecorder
+from receiver.tokens import receiver_core
 from shared.accounting import (
     FrameRecord,
     LinkLedger,
@@ -50,7 +54,8 @@ from shared.accounting import (
     ssim,
 )
 from shared.codec.cache import DecodeCache
-from shared.codec.models import Codec, codec_for
+from shared.codec.models import Codec
+from shared.codec.tokens import link_codec
 from shared.config import LinkConfig
 from shared.protocol.handshake import (
     CloseCode,
@@ -75,8 +80,15 @@ from shared.protocol.messages import (
     encode,
     ws_frame_bytes,
 )
-from shared.protocol.security import AuthError, NonceMemory, sign_hello, verify_hello
-from shared.scenarios import iter_frames
+from shared.protocol.seal import LinkAuth, MessageAuthError
+from shared.protocol.security import (
+    AuthError,
+    NonceMemory,
+    is_loopback,
+    link_auth,
+    sign_hello,
+    verify_hello,
+)
 from shared.service import (
     FrameLog,
     Health,
@@ -113,6 +125,10 @@ class Traffic:
     replies_dropped: int = 0  # replies produced while no link could carry them
     corrupt_events: int = 0  # CORRUPT events received from the channel
     core_failures: int = 0  # messages whose handling raised (caught, counted, frame concealed)
+    # Messages dropped by per-message authentication (a link with a shared secret), by why:
+    auth_unsealed: int = 0  # no seal
+    auth_forged: int = 0  # a tag that does not verify: forged, or altered on the way
+    auth_replayed: int = 0  # a counter accepted before (a replay or a channel duplicate)
 
 
 class RxSession:
@@ -121,13 +137,20 @@ class RxSession:
     Pure bookkeeping: the shell passes messages, steps and times in; nothing here does I/O.
     """
 
-    def __init__(self, config: LinkConfig, number: int, refresh_timeout: float) -> None:
+    def __init__(
+        self,
+        config: LinkConfig,
+        number: int,
+        refresh_timeout: float,
+        *,
+        authenticated: bool = False,
+    ) -> None:
         self.config = config
         self.number = number
-        self.core = ReceiverCore(config, refresh_timeout=refresh_timeout)
+        self.core = receiver_core(config, refresh_timeout=refresh_timeout)
         self.traffic = Traffic()
         # Frames that arrived and are not settled yet, and the session's refresh traffic.
-        self.ledger = LinkLedger(config, retain="unsettled")
+        self.ledger = LinkLedger(config, retain="unsettled", authenticated=authenticated)
         self.ended = False  # BYE received
         self.settled: deque[FrameRecord] = deque(maxlen=SUMMARY_WINDOW)
         # (record, bits of the REFRESHes that arrived since the previous settled frame)
@@ -236,9 +259,9 @@ class RxSession:
 class ReferenceFrames:
     """Ground-truth frames by sequence number, regenerated locally (never sent on the link)."""
 
-    def __init__(self, source: str, n_frames: int | None, size: int, seed: int) -> None:
+    def __init__(self, source: str, frames: Iterator[np.ndarray]) -> None:
         self.source = source
-        self._frames = iter_frames(source, n_frames, size, seed)  # bad sources fail here
+        self._frames = frames  # a codec's source_frames: bad sources failed there
         self._cache: list[np.ndarray] = []
         self._exhausted = False
 
@@ -327,7 +350,7 @@ class RxStats(BaseModel):
     service: str = "rx"
     link: RxLinkStats
     frames: int  # settled frames
-    frames_by_outcome: dict[str, int]
+    frames_by_outcome: dict[str, int]  # + before_restart: sent before this Rx joined the stream
     provisional_frames: int
     hits: int
     news: int
@@ -354,16 +377,20 @@ class RxService:
     ) -> None:
         self.config = config
         self.settings = settings
-        self.codec = codec_for(config, codec)
+        self.codec = link_codec(config, codec)
         self.config_digest = config.digest()
         self.reference = (
-            ReferenceFrames(settings.reference, settings.frames, self.codec.frame_size, config.seed)
+            ReferenceFrames(
+                settings.reference,
+                self.codec.source_frames(settings.reference, settings.frames, config.seed),
+            )
             if settings.reference
             else None
         )
         self.decoder = DecodeCache(self.codec)
         self._decoded = 0
-        self.session = RxSession(config, 0, settings.refresh_timeout)
+        self.metrics = RxMetrics()  # receiver/metrics.py: what GET /metrics serves
+        self.session = self._new_session(0)
         self.sessions = 0
         self.machine = LinkStateMachine()  # the link's state (one link at a time)
         self.link: WebSocket | None = None
@@ -377,15 +404,32 @@ class RxService:
         self._warned = 0
         self._nonces = NonceMemory()  # HELLO nonces seen: a replayed HELLO is refused
         self._preauth = 0  # sockets accepted whose HELLO has not passed yet
+        self._auth: LinkAuth | None = None  # seals and opens the link's messages (a secret set)
+        self._auth_warned = 0
         self._stream_id = ""  # the stream id of the current session's Tx (Hello.stream)
         # (session, record, truth, shown) of the last measured frame, and its thumbnails
         self._latest: tuple[int, FrameRecord, np.ndarray | None, np.ndarray] | None = None
         self._thumbnails: tuple[tuple[int, int], Thumbnails] | None = None
         self._frame_log = FrameLog(None)
+        self._recorder = FrameRecorder(settings.record) if settings.record else None
+
+    def _new_session(self, number: int) -> RxSession:
+        return RxSession(
+            self.config,
+            number,
+            self.settings.refresh_timeout,
+            authenticated=self.settings.secret is not None,
+        )
 
     # -- lifespan ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        if not is_loopback(self.settings.host) and self.settings.secret is None:
+            log.warning(
+                "the link listens on %s without a shared secret: anyone who reaches this port "
+                "can stream to this receiver (set HOPLINK_SECRET on rx and tx)",
+                self.settings.host,
+            )
         self._frame_log = FrameLog(self.settings.frame_log)
         self._tasks = [
             asyncio.create_task(self._tick_loop(), name="rx-tick"),
@@ -396,6 +440,9 @@ class RxService:
         for task in self._tasks:
             task.cancel()
         self._frame_log.close()
+        if self._recorder is not None:
+            self._recorder.close()
+            log.info("recorded %d frames to %s", self._recorder.frames, self._recorder.path)
         if self.link is not None:
             with contextlib.suppress(Exception):
                 await self.link.close(CloseCode.GOING_AWAY, "receiver shutting down")
@@ -444,6 +491,7 @@ class RxService:
                 await ws.close(code, reason)
         finally:
             self.link = None
+            self._auth = None
             self.machine.handle(LinkEvent.HANG_UP)
 
     async def _read_hello(self, ws: WebSocket) -> tuple[Hello, bytes] | None:
@@ -487,13 +535,18 @@ class RxService:
             # A new stream (after BYE, or from a restarted Tx: another stream id) starts a new
             # session; the same stream reconnecting resumes its session.
             self.sessions += 1
-            self.session = RxSession(self.config, self.sessions, self.settings.refresh_timeout)
+            self.session = self._new_session(self.sessions)
             self._stream_id = hello.stream
+            if hello.next_seq:  # a stream under way (this Rx restarted): join it where it is
+                self.session.core.start_at(hello.next_seq)
         self.session.traffic.messages_in += 1
         self._count_in(len(data))
         self.session.ledger.traffic(hello, len(data))
         reply = Hello(role="rx", config_digest=self.config_digest, model_digest=self.codec.digest)
-        await self._send(sign_hello(reply, self.settings.secret, peer_nonce=hello.nonce))
+        reply = sign_hello(reply, self.settings.secret, peer_nonce=hello.nonce)
+        await self._send(reply)
+        # Every later message is sealed under keys bound to both nonces (ours is fresh).
+        self._auth = link_auth(self.settings.secret, "rx", hello, reply)
         self.links_accepted += 1
         self.machine.handle(LinkEvent.HELLO_ACCEPTED)
         self._follow_digest()  # a resumed session may still disagree with the Tx
@@ -526,6 +579,12 @@ class RxService:
                 await self._bad_input(ProtocolError("text frame: messages are binary msgpack"))
                 continue
             self._count_in(len(data))
+            if self._auth is not None:
+                try:
+                    data = self._auth.open(data)
+                except MessageAuthError as exc:  # dropped before any core sees it
+                    self._auth_failed(exc)
+                    continue
             try:
                 message = decode(data)
             except ProtocolError as exc:
@@ -540,6 +599,9 @@ class RxService:
             if message.TYPE == "corrupt":
                 session.traffic.corrupt_events += 1
             now = time.monotonic()
+            self.metrics.received(message.TYPE, len(data))
+            if isinstance(message, FRAME_MESSAGES):
+                self.metrics.frame_arrived(session.number, message.seq, now)
             if isinstance(message, Bye):
                 session.hold_bye(message, now + self.settings.bye_wait)
             else:
@@ -550,6 +612,15 @@ class RxService:
         t = self.session.traffic
         t.payload_bytes_in += n
         t.wire_bytes_in += ws_frame_bytes(n, masked=True)  # client-to-server frames are masked
+
+    def _auth_failed(self, exc: MessageAuthError) -> None:
+        """Counted and logged, never answered: a forger learns nothing and cannot make us
+        send (bit errors on an authenticated link land here too)."""
+        t = self.session.traffic
+        setattr(t, f"auth_{exc.kind}", getattr(t, f"auth_{exc.kind}") + 1)
+        self._auth_warned += 1
+        if self._auth_warned <= 10 or self._auth_warned % 100 == 0:
+            log.warning("message dropped (%d so far): %s", self._auth_warned, exc)
 
     async def _bad_input(self, exc: ProtocolError) -> None:
         self.session.traffic.decode_errors += 1
@@ -586,16 +657,18 @@ class RxService:
         if ws is None:
             t.replies_dropped += 1
             return
-        data = encode(message)
+        body = encode(message)
         try:
             async with self._send_lock:
+                data = body if self._auth is None else self._auth.seal(body)
                 await ws.send_bytes(data)
-        except Exception:  # the peer went away; the receive loop sees the close
-            t.replies_dropped += 1
+        except Exception:  # the peer went away (the receive loop sees the close), or the
+            t.replies_dropped += 1  # counter ran out (the Tx opens a new link)
             return
         t.messages_out += 1
         t.payload_bytes_out += len(data)
-        self.session.ledger.traffic(message, len(data), masked=False)  # REFRESH_REQUEST, HELLO…
+        self.metrics.sent(message.TYPE, len(body))
+        self.session.ledger.traffic(message, len(body), masked=False)  # REFRESH_REQUEST, HELLO…
         t.wire_bytes_out += ws_frame_bytes(len(data), masked=False)
 
     async def _release_bye(self, now: float, force: bool = False) -> None:
@@ -634,6 +707,11 @@ class RxService:
                 self.decoder, self._decoded = DecodeCache(self.codec), 0
             shown = self.decoder(latent)
             self._decoded += 1
+            if self._recorder is not None:
+                self._recorder.write(shown)
+            self.metrics.frame_shown(
+                session.number, record.seq, record.outcome.value, time.monotonic()
+            )
             if self._frame_log:
                 self._frame_log.write(
                     session=session.number, seq=record.seq, outcome=record.outcome.value,
@@ -686,6 +764,9 @@ class RxService:
         summary = s.summary()
         settled = summary.frames if summary else 0
         outcomes = summary.outcomes if summary else {o.value: 0 for o in Outcome}
+        # Frames the Tx sent before this Rx joined its stream: not lost, unknown here; with
+        # them the outcomes add up to what the Tx sent.
+        outcomes = {**outcomes, "before_restart": c.before_restart}
         wire = s.traffic.wire_bytes_in + s.traffic.wire_bytes_out
         last = s.last_quality
         memory = core.memory
@@ -789,6 +870,7 @@ def build_app(config: LinkConfig, settings: RxSettings, codec: Codec | None = No
         title="hoplink receiver",
         routers=[router],
         stats_interval=settings.stats_interval,
+        metrics=service.metrics.collectors(service.snapshot),
     )
 
 

@@ -5,7 +5,8 @@ Three rate figures, all per frame (DESIGN.md, "Counting bits"):
 
 * **link bits** (primary): every message of the stream in both directions at its coded payload
   width — frame messages, REFRESH and REFRESH_REQUEST as eq. (3) counts them, DIGEST, HELLO, BYE
-  and ERROR at the width of their fields (:func:`link_bits`);
+  and ERROR at the width of their fields (:func:`link_bits`), plus, on a link with a shared
+  secret, each later message's seal (counter and tag, :data:`~shared.protocol.seal.SEAL_BITS`);
 * **semantic bits**: the paper's eq. (3) view, frame messages and refreshes only
   (:func:`semantic_bits`; ``LinkSummary.bits_per_frame``);
 * **wire bits**: what msgpack and websocket framing put on the socket, the emulator's overhead.
@@ -43,6 +44,7 @@ from shared.protocol.messages import (
     RefreshRequest,
     ws_frame_bytes,
 )
+from shared.protocol.seal import SEAL_BITS, SEALED_OVERHEAD
 
 PSNR_CAP_DB = 99.0  # identical frames: report a finite ceiling so means stay meaningful
 
@@ -78,7 +80,8 @@ def semantic_bits(message: Message, config: LinkConfig) -> int:
 
 SEQ_BITS = 32  # a frame sequence number
 HASH_BITS = 256  # a sha256 digest (memory digest, config and model digests)
-HELLO_FIXED_BITS = 2 + 8 + 2 * HASH_BITS  # role, protocol version, config and model digests
+# role, protocol version, config and model digests, the Tx's next frame
+HELLO_FIXED_BITS = 2 + 8 + 2 * HASH_BITS + SEQ_BITS
 
 
 def link_bits(message: Message, config: LinkConfig) -> int:
@@ -86,8 +89,9 @@ def link_bits(message: Message, config: LinkConfig) -> int:
 
     Frame messages, REFRESH and REFRESH_REQUEST count as eq. (3) does (:func:`semantic_bits`);
     a DIGEST its reference count, its sha256 and its per-reference hashes; a HELLO its role,
-    version, two digests and whatever authentication, nonce and stream id it carries; BYE and
-    ERROR their fields. A CORRUPT is the emulator's fault event, not link traffic (0).
+    version, two digests, next frame and whatever authentication, nonce and stream id it
+    carries; BYE and ERROR their fields. A CORRUPT is the emulator's fault event, not link
+    traffic (0). A sealed message's counter and tag are added by :class:`LinkLedger`.
     """
     match message:
         case Digest():
@@ -176,13 +180,24 @@ class LinkLedger:
     a second outcome for the same frame is counted, never applied. ``retain`` says which records
     stay: ``all`` (a clip in process), ``unsettled`` (the Rx's session, which keeps its own window
     of settled frames) or ``none`` (the Tx's shell, which needs only the totals).
+
+    ``authenticated``: the link has a shared secret, so every message but the HELLOs carries a
+    seal (:mod:`shared.protocol.seal`): its bits are link overhead (``auth_bits``, part of
+    ``link_bits``) and its bytes part of the wire. Sizes given to :meth:`frame` and
+    :meth:`traffic` are the messages' own msgpack bytes, without the seal.
     """
 
     def __init__(
-        self, config: LinkConfig, *, retain: Literal["all", "unsettled", "none"] = "all"
+        self,
+        config: LinkConfig,
+        *,
+        retain: Literal["all", "unsettled", "none"] = "all",
+        authenticated: bool = False,
     ) -> None:
         self.config = config
         self.retain = retain
+        self.authenticated = authenticated
+        self.auth_bits = 0  # seals (counter + tag) of the messages counted, part of link_bits
         self.records: dict[int, FrameRecord] = {}
         self.frames = 0  # frame messages entered
         self.frame_bits = 0  # their semantic bits
@@ -216,9 +231,20 @@ class LinkLedger:
             self.records[seq] = record
         self.frames += 1
         self.frame_bits += record.bits
-        self.link_bits += record.bits
-        self.wire_bits += 8 * ws_frame_bytes(wire_bytes, masked=True)  # Tx→Rx: client frames
+        self.link_bits += record.bits + self._seal(message)
+        self.wire_bits += 8 * ws_frame_bytes(self._sealed_size(message, wire_bytes), masked=True)
         return record
+
+    def _seal(self, message: Message) -> int:
+        """The seal bits ``message`` carries on this link (the HELLOs carry none)."""
+        if not self.authenticated or isinstance(message, Hello):
+            return 0
+        self.auth_bits += SEAL_BITS
+        return SEAL_BITS
+
+    def _sealed_size(self, message: Message, payload_bytes: int) -> int:
+        sealed = self.authenticated and not isinstance(message, Hello)
+        return payload_bytes + (SEALED_OVERHEAD if sealed else 0)
 
     def mark_hits(self, seqs: Iterable[int]) -> None:
         """Frames the Rx decoded as hits (an entropy-coded frame's kind is known only then)."""
@@ -238,9 +264,10 @@ class LinkLedger:
             self.refreshes += 1
         elif isinstance(message, RefreshRequest):
             self.feedback_bits += bits
-        self.link_bits += link_bits(message, self.config)
+        self.link_bits += link_bits(message, self.config) + self._seal(message)
         if payload_bytes is not None:
-            self.wire_bits += 8 * ws_frame_bytes(payload_bytes, masked=masked)
+            size = self._sealed_size(message, payload_bytes)
+            self.wire_bits += 8 * ws_frame_bytes(size, masked=masked)
         return bits
 
     def settle(self, seq: int, outcome: Outcome) -> FrameRecord | None:

@@ -11,12 +11,13 @@ import argparse
 import hashlib
 import json
 import math
+import os
 from typing import Any, Literal, get_args, get_origin
 
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.codec.zoo import card_grid
+from shared.codec.zoo import card_grid, codec_card, codec_kind
 from shared.coding.quantizer import Grid
 from shared.memory.adaptive import AdaptiveSimilarity, load_adaptive
 
@@ -25,6 +26,7 @@ TransmissionMode = Literal["index", "soft"]
 EvictionPolicy = Literal["fifo", "lru", "freeze"]
 DecisionRule = Literal["paper", "rdo"]
 CodedCuePolicy = Literal["on_change", "every_reference"]
+TokenSkipRule = Literal["sticky", "best"]
 LatentGridKind = Literal["uniform", "per_dim"]
 MAX_DELTA_CHOICES = 4
 
@@ -41,6 +43,7 @@ class LinkConfig(BaseSettings):
     # once when the configuration is built, so that no core touches a file.
     _grid: Grid = PrivateAttr(1.0)
     _similarity: AdaptiveSimilarity | None = PrivateAttr(None)
+    _tokens: bool = PrivateAttr(False)
 
     codec: str = Field("ae64", description="name of the shipped codec (encoder/decoder weights)")
     latent_dim: int = Field(64, ge=2, le=4096, description="latent dimension d")
@@ -109,6 +112,12 @@ class LinkConfig(BaseSettings):
         "previous frame's) or with every_reference",
     )
 
+    token_skip: TokenSkipRule = Field(
+        "sticky",
+        description="token links: a hit token is a SKIP when its position's previous prototype "
+        "still passes τ (sticky) or only when it is also the best recall (best, eq. 1 verbatim)",
+    )
+
     @field_validator("delta_bits")
     @classmethod
     def _canonical_delta_bits(cls, value: str) -> str:
@@ -144,6 +153,14 @@ class LinkConfig(BaseSettings):
                 )
         if self.memory == "adaptive":
             self._similarity = load_adaptive(self.latent_dim)
+        self._tokens = codec_kind(self.codec) == "tokens"
+        if self._tokens and (
+            self.transmission != "index" or self.decision != "paper" or self.delta
+        ):
+            raise ValueError(
+                f"codec {self.codec!r} makes token grids: its link sends one index per token "
+                "(transmission=index, decision=paper, no delta); every token frame is range-coded"
+            )
         return self
 
     def quantizer_grid(self) -> Grid:
@@ -155,6 +172,11 @@ class LinkConfig(BaseSettings):
         if self._similarity is None:
             raise ValueError(f"memory={self.memory!r} has no adaptive similarity")
         return self._similarity
+
+    @property
+    def token_link(self) -> bool:
+        """True when the codec makes a grid of tokens per frame (shared/coding/tokens.py)."""
+        return self._tokens
 
     @property
     def uses_link_tools(self) -> bool:
@@ -194,8 +216,19 @@ class LinkConfig(BaseSettings):
 
 
 def build_config(values: dict[str, Any] | None = None, *, read_env: bool = True) -> LinkConfig:
-    """Validate ``values`` (over environment variables when ``read_env``) into a LinkConfig."""
+    """Validate ``values`` (over environment variables when ``read_env``) into a LinkConfig.
+
+    A codec's card may name ``link_defaults`` (a token codec's d, b, M and τ differ from the
+    paper's): they fill the fields that neither ``values`` nor an environment variable set.
+    """
     values = {k: v for k, v in (values or {}).items() if v is not None}
+    env = os.environ if read_env else {}
+    codec = (
+        values.get("codec") or env.get("HOPLINK_CODEC") or LinkConfig.model_fields["codec"].default
+    )
+    for name, value in codec_card(codec).get("link_defaults", {}).items():
+        if name not in values and f"HOPLINK_{name.upper()}" not in env:
+            values[name] = value
     try:
         if read_env:
             return LinkConfig(**values)

@@ -367,16 +367,8 @@ def _still_frames(path: Path, size: int) -> Iterator[np.ndarray]:
 
 
 def _video_frames(path: Path, size: int) -> Iterator[np.ndarray]:
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise ScenarioError(f"no video stream in {path}")
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            for frame in container.decode(stream):
-                yield resize_frame(frame.to_ndarray(format="rgb24"), size)
-    except av.FFmpegError as exc:
-        raise ScenarioError(f"cannot decode video {path}: {exc}") from exc
+    for frame in _raw_video_frames(path):
+        yield resize_frame(frame, size)
 
 
 # --------------------------------------------------------------------------------------------
@@ -432,6 +424,89 @@ def load_clip(
 ) -> np.ndarray:
     """A whole clip as uint8 ``(T, size, size, 3)``; see :func:`iter_frames` for the sources."""
     return np.stack(list(iter_frames(source, n_frames, size, seed)))
+
+
+# --------------------------------------------------------------------------------------------
+# Frames at their own size (token links: DESIGN "Frames as token grids")
+
+DEFAULT_SHORT_SIDE = 240  # px: the default working size's short side
+
+
+def working_size(height: int, width: int, stride: int, short_side: int = DEFAULT_SHORT_SIDE):
+    """(H, W) a frame of ``height`` x ``width`` is coded at: the aspect ratio kept, the short
+    side ``short_side`` (a smaller frame keeps its own size), both rounded to ``stride``."""
+    if height < 1 or width < 1:
+        raise ScenarioError(f"frame size must be positive, got {height}x{width}")
+    scale = min(1.0, short_side / min(height, width))
+
+    def fit(side: int) -> int:
+        return max(stride, int(round(side * scale / stride)) * stride)
+
+    return fit(height), fit(width)
+
+
+def to_working_size(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 (h, w, 3) resized to ``size`` = (H, W) (area filter when shrinking)."""
+    if frame.shape[:2] == tuple(size):
+        return np.ascontiguousarray(frame)
+    h, w = size
+    shrink = frame.shape[0] >= h and frame.shape[1] >= w
+    resample = Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR
+    return np.asarray(Image.fromarray(frame).resize((w, h), resample))
+
+
+def iter_working_frames(
+    source: str | os.PathLike[str],
+    n_frames: int | None = None,
+    stride: int = 8,
+    short_side: int = DEFAULT_SHORT_SIDE,
+    seed: int = 0,
+) -> Iterator[np.ndarray]:
+    """Stream a source at its working size, uint8 (H, W, 3): a video or image keeps its aspect
+    ratio (:func:`working_size`, fixed by its first frame); a scenario is rendered square at
+    the short side. Errors surface at the call, as with :func:`iter_frames`."""
+    name = os.fspath(source)
+    if name in SCENARIOS:
+        side = working_size(short_side, short_side, stride, short_side)[0]
+        return iter_frames(name, n_frames, size=side, seed=seed)
+    path = Path(name)
+    if not path.is_file():
+        raise _unknown_source(source)
+    if path.suffix.lower() in _STILL_SUFFIXES:
+        with Image.open(path) as image:
+            still = np.asarray(image.convert("RGB"))
+        raw: Iterator[np.ndarray] = itertools.repeat(still, n_frames or DEFAULT_FRAMES)
+    else:
+        raw = itertools.islice(_raw_video_frames(path), n_frames)
+    first = next(raw, None)
+    if first is None:
+        raise ScenarioError(f"video {name} has no frames")
+    size = working_size(*first.shape[:2], stride, short_side)
+    return (to_working_size(f, size) for f in itertools.chain([first], raw))
+
+
+def load_working_clip(
+    source: str | os.PathLike[str],
+    n_frames: int | None = None,
+    stride: int = 8,
+    short_side: int = DEFAULT_SHORT_SIDE,
+    seed: int = 0,
+) -> np.ndarray:
+    """A whole clip at its working size, uint8 (T, H, W, 3); see :func:`iter_working_frames`."""
+    return np.stack(list(iter_working_frames(source, n_frames, stride, short_side, seed)))
+
+
+def _raw_video_frames(path: Path) -> Iterator[np.ndarray]:
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise ScenarioError(f"no video stream in {path}")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for frame in container.decode(stream):
+                yield frame.to_ndarray(format="rgb24")
+    except av.FFmpegError as exc:
+        raise ScenarioError(f"cannot decode video {path}: {exc}") from exc
 
 
 # Real camera footage that ships in Debian packages (no codec was trained on it).

@@ -9,7 +9,8 @@ This module gives them, once:
 - :func:`create_app`: a FastAPI app whose ``lifespan`` starts and stops the shell
   (a :class:`Service`) and which serves ``GET /healthz``, ``GET /stats`` (JSON snapshot with a
   response model), ``GET /stats/stream`` (Server-Sent Events, one snapshot per interval) and
-  ``GET /metrics`` (Prometheus text from a per-app registry whose collector reads the snapshot),
+  ``GET /metrics`` (Prometheus text from a per-app registry holding the process's declared
+  metrics, ``metrics=``: see :mod:`shared.metrics`),
   with CORS for GET from any origin (the dashboard's page reads every process's stats);
 - :func:`serve`: uvicorn with permessage-deflate off (``compression=None`` on every websocket end
   of the project: frames are small msgpack maps, deflate costs CPU and hides the wire size).
@@ -24,10 +25,9 @@ import contextlib
 import json
 import logging
 import math
-import re
 import sys
 import types
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError
@@ -37,7 +37,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from shared.config import ConfigError, LinkConfig, add_config_arguments, config_from_args
 from shared.protocol.handshake import LinkState
 from shared.protocol.messages import DIGEST_EVERY, MAX_MESSAGE_BYTES
-from shared.protocol.security import MAX_REQUEST_BYTES, BodySizeLimit
+from shared.protocol.security import MAX_REQUEST_BYTES, BodySizeLimit, HostGuard
 
 if TYPE_CHECKING:
     from fastapi import APIRouter, FastAPI
@@ -48,6 +48,8 @@ log = logging.getLogger("hoplink.service")
 # reaches shared.protocol.messages.decode and gets a counted, clear error instead of killing the
 # link (1009).
 WS_MAX_SIZE = 4 * MAX_MESSAGE_BYTES
+MIN_STATS_INTERVAL = 0.05  # seconds: the fastest any /stats/stream reader is fed
+DEFAULT_STREAM_READERS = 16  # /stats/stream readers per process (ServiceSettings)
 
 
 async def dial_link(url: str) -> ClientConnection:
@@ -93,7 +95,28 @@ class ServiceSettings(BaseSettings):
         "warning", description="log level"
     )
     stats_interval: float = Field(
-        0.5, gt=0, le=60, description="seconds between two /stats/stream events"
+        0.5,
+        ge=MIN_STATS_INTERVAL,
+        le=60,
+        description="seconds between two /stats/stream events (every reader's rate)",
+    )
+    stats_stream_readers: int = Field(
+        DEFAULT_STREAM_READERS,
+        ge=1,
+        le=1024,
+        description="/stats/stream readers served at once; more are answered 503",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="host names HTTP requests and websockets may name in Host and Origin "
+        "besides loopback addresses (DNS-rebinding guard), e.g. the compose services' names; "
+        "'*': any",
+    )
+    http_header_timeout: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="seconds a connection may take to send its request headers (slowloris)",
     )
     secret: SecretStr | None = Field(
         None,
@@ -135,6 +158,11 @@ class RxSettings(ServiceSettings):
         None,
         description="append one JSON line per decoded frame (seq, outcome, time.monotonic() "
         "when its pixels were ready) to this file, for latency benchmarks",
+    )
+    record: str | None = Field(
+        None,
+        description="write every frame the Rx showed to this video file (H.264 MP4, at the "
+        "frames' own size; out of band, never link bits)",
     )
 
 
@@ -329,79 +357,6 @@ class Health(BaseModel):
     link: LinkState
 
 
-class SnapshotCollector:
-    """Prometheus collector that mirrors a service's stats snapshot (read at scrape time).
-
-    Numeric leaves of the snapshot become gauges named by their path
-    (``hoplink_rx_memory_count``); leaves under a ``counters`` key are monotonic and become
-    counters (``hoplink_rx_decoded_total``), and a gauge of the same name is left out; a
-    ``<name>_by_<label>`` map becomes one family with that label
-    (``hoplink_rx_frames_by_outcome{outcome="decoded"}``). Strings and lists (the timeline) are
-    skipped.
-    """
-
-    def __init__(self, prefix: str, snapshot: Callable[[], BaseModel]) -> None:
-        self.prefix = prefix
-        self._snapshot = snapshot
-
-    def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-        data = self._snapshot().model_dump(mode="python")
-        leaves = sorted(_numeric_leaves(data, ()), key=lambda leaf: not leaf[2])  # counters first
-        names: set[str] = set()
-        for path, value, counter in leaves:
-            name = _metric_name(self.prefix, path)
-            if name in names:  # a gauge that repeats a counter (e.g. top-level "hits")
-                continue
-            names.add(name)
-            family = CounterMetricFamily if counter else GaugeMetricFamily
-            yield family(name, f"{'.'.join(path)} (from /stats)", value=float(value))
-        for path, label, values in _labelled_maps(data, ()):
-            name = _metric_name(self.prefix, path)
-            family = GaugeMetricFamily(name, f"{'.'.join(path)} (from /stats)", labels=[label])
-            for key, value in values.items():
-                family.add_metric([str(key)], float(value))
-            yield family
-
-
-_BY_LABEL = re.compile(r"^(?P<name>.+)_by_(?P<label>[a-z_]+)$")
-
-
-def _numeric_leaves(
-    data: Any, path: tuple[str, ...]
-) -> Iterator[tuple[tuple[str, ...], float, bool]]:
-    if isinstance(data, dict):
-        for key, value in data.items():
-            if isinstance(value, dict) and _BY_LABEL.match(str(key)):
-                continue  # a labelled family, see _labelled_maps
-            yield from _numeric_leaves(value, (*path, str(key)))
-    elif isinstance(data, bool):
-        yield path, float(data), False
-    elif isinstance(data, int | float) and data is not None:
-        counter = bool(path) and "counters" in path[:-1]
-        yield path, float(data), counter
-
-
-def _labelled_maps(
-    data: Any, path: tuple[str, ...]
-) -> Iterator[tuple[tuple[str, ...], str, dict[str, float]]]:
-    if not isinstance(data, dict):
-        return
-    for key, value in data.items():
-        match = _BY_LABEL.match(str(key))
-        if isinstance(value, dict) and match:
-            numbers = {k: v for k, v in value.items() if isinstance(v, int | float)}
-            yield (*path, str(key)), match["label"], numbers
-        elif isinstance(value, dict):
-            yield from _labelled_maps(value, (*path, str(key)))
-
-
-def _metric_name(prefix: str, path: Iterable[str]) -> str:
-    name = "_".join([prefix, *(p for p in path if p != "counters")])
-    return re.sub(r"[^a-zA-Z0-9_:]", "_", name)
-
-
 def json_safe(value: Any) -> Any:
     """``value`` with non-finite floats and other non-JSON leaves turned into strings."""
     if isinstance(value, dict):
@@ -422,14 +377,18 @@ def create_app(
     title: str,
     routers: Iterable["APIRouter"] = (),
     stats_interval: float = 0.5,
+    metrics: Iterable[Any] = (),
 ) -> "FastAPI":
     """A FastAPI app around ``service``: lifespan start/stop plus the common endpoints.
 
     The service object is built (and validated: codec, config) before serving, so bad settings
     fail with a clear message instead of an app-startup traceback; its tasks and sockets are
-    created in the lifespan and reached by routes through ``get_service``.
+    created in the lifespan and reached by routes through ``get_service``. ``metrics`` are the
+    process's collectors (declared families and histograms, :mod:`shared.metrics`), registered
+    in the app's own registry.
     """
-    from fastapi import APIRouter, FastAPI, Request
+    collectors = tuple(metrics)  # (the route below is named metrics)
+    from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.middleware.cors import CORSMiddleware
     from fastapi.responses import JSONResponse, PlainTextResponse
@@ -439,7 +398,8 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: "FastAPI") -> AsyncIterator[None]:
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(SnapshotCollector(f"hoplink_{service.name}", service.snapshot))
+        for collector in collectors:  # the process's declared metrics (shared/metrics.py)
+            registry.register(collector)
         app.state.service = service
         app.state.registry = registry
         app.state.exit_code = 0
@@ -473,13 +433,48 @@ def create_app(
     async def stats(request: Request) -> BaseModel:
         return get_service(request).snapshot()
 
-    @common.get("/stats/stream", response_class=EventSourceResponse)
+    # Bounded streams: at most ``stats_stream_readers`` readers, each fed every interval (at
+    # most every MIN_STATS_INTERVAL), all sharing one snapshot per interval, so the cost of the
+    # stats does not grow with the readers.
+    interval = max(stats_interval, MIN_STATS_INTERVAL)
+    streams = {"readers": 0, "refused": 0, "at": -math.inf, "json": ""}
+    app.state.stats_streams = streams
+
+    def stream_limit(request: Request) -> int:
+        settings = getattr(get_service(request), "settings", None)
+        return getattr(settings, "stats_stream_readers", DEFAULT_STREAM_READERS)
+
+    def stream_slot(request: Request) -> None:
+        limit = stream_limit(request)
+        if streams["readers"] >= limit:
+            streams["refused"] += 1
+            raise HTTPException(503, f"{limit} stats streams are open already; poll /stats")
+
+    def shared_snapshot(svc: Service) -> str:
+        now = asyncio.get_running_loop().time()
+        if now - streams["at"] >= interval / 2:
+            streams["at"], streams["json"] = now, svc.snapshot().model_dump_json()
+        return streams["json"]
+
+    @common.get(
+        "/stats/stream",
+        response_class=EventSourceResponse,
+        dependencies=[Depends(stream_slot)],
+        responses={503: {"description": "too many stats streams open"}},
+    )
     async def stats_stream(request: Request) -> AsyncIterator[ServerSentEvent]:
         """One ``stats`` event (the /stats JSON) every ``stats_interval`` seconds."""
         svc = get_service(request)
-        while not await request.is_disconnected():
-            yield ServerSentEvent(raw_data=svc.snapshot().model_dump_json(), event="stats")
-            await asyncio.sleep(stats_interval)
+        if streams["readers"] >= stream_limit(request):  # others started since the check
+            streams["refused"] += 1
+            return
+        streams["readers"] += 1
+        try:
+            while not await request.is_disconnected():
+                yield ServerSentEvent(raw_data=shared_snapshot(svc), event="stats")
+                await asyncio.sleep(interval)
+        finally:
+            streams["readers"] -= 1
 
     @common.get("/metrics", response_class=PlainTextResponse)
     async def metrics(request: Request) -> PlainTextResponse:
@@ -513,10 +508,14 @@ def serve(app: "FastAPI", settings: ServiceSettings) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
+    # On a socket (not for in-process test clients): Host/Origin must name loopback or an
+    # allowed host, so a web page cannot reach a local process by DNS rebinding.
+    guarded = HostGuard(app, settings.allowed_hosts)
     config = uvicorn.Config(
-        app,
+        guarded,
         host=settings.host,
         port=settings.port,
+        http=_header_deadline_protocol(settings.http_header_timeout),
         ws="websockets-sansio",
         ws_per_message_deflate=False,
         ws_max_size=WS_MAX_SIZE,
@@ -531,6 +530,38 @@ def serve(app: "FastAPI", settings: ServiceSettings) -> int:
     if not server.started:
         return 1
     return int(getattr(app.state, "exit_code", 0))
+
+
+def _header_deadline_protocol(timeout: float) -> type:
+    """uvicorn's h11 protocol with a deadline on a connection's first request headers: uvicorn
+    times out idle keep-alive connections, not a client that never finishes its headers
+    (slowloris), which would hold a socket forever."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderDeadline(H11Protocol):
+        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._header_deadline = self.loop.call_later(timeout, self._headers_too_slow)
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self._header_deadline is not None and self.conn.their_state is not h11.IDLE:
+                self._header_deadline.cancel()  # the headers are in (or an upgrade began)
+                self._header_deadline = None
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._header_deadline is not None:
+                self._header_deadline.cancel()
+            super().connection_lost(exc)
+
+        def _headers_too_slow(self) -> None:
+            self._header_deadline = None
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                log.info("closed a connection that sent no complete headers in %g s", timeout)
+                self.transport.close()
+
+    return HeaderDeadline
 
 
 async def never_finished() -> int:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import time
@@ -41,7 +42,8 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from shared.accounting import LinkLedger
-from shared.codec.models import Codec, codec_for
+from shared.codec.models import Codec
+from shared.codec.tokens import link_codec
 from shared.config import LinkConfig
 from shared.protocol.handshake import (
     FATAL_CLOSE_CODES,
@@ -65,10 +67,11 @@ from shared.protocol.messages import (
     encode,
     ws_frame_bytes,
 )
-from shared.protocol.security import AuthError, sign_hello, verify_hello
-from shared.scenarios import iter_frames
+from shared.protocol.seal import LinkAuth, MessageAuthError
+from shared.protocol.security import AuthError, link_auth, sign_hello, verify_hello
 from shared.service import FrameLog, Health, TxSettings, create_app, dial_link, finite, serve
-from transmitter.core import TransmitterCore
+from transmitter import metrics
+from transmitter.tokens import transmitter_core
 
 log = logging.getLogger("hoplink.tx")
 
@@ -121,6 +124,10 @@ class TxTraffic:
     connect_failures: int = 0
     reconnects: int = 0  # links lost mid-stream and dialed again
     hello_timeouts: int = 0  # handshakes with no HELLO in time (retried with backoff)
+    # Messages from the Rx dropped by per-message authentication (a shared secret), by why:
+    auth_unsealed: int = 0
+    auth_forged: int = 0  # forged, or altered on the way
+    auth_replayed: int = 0  # replayed, or duplicated on the way
 
 
 # --- stats models --------------------------------------------------------------------------------
@@ -171,7 +178,7 @@ class TxService:
     ) -> None:
         self.config = config
         self.settings = settings
-        self.codec = codec_for(config, codec)
+        self.codec = link_codec(config, codec)
         self.hello = Hello(  # one stream id per process: a restarted Tx is a new Rx session
             role="tx",
             config_digest=config.digest(),
@@ -180,9 +187,12 @@ class TxService:
         )
         self._preloaded: np.ndarray | None = None
         self._source = self._open_source()  # bad scenarios and files fail here, before serving
-        self.core = TransmitterCore(config)
+        self.core = transmitter_core(config)
         self.traffic = TxTraffic()
-        self.ledger = LinkLedger(config, retain="none")  # eq. 3 bits of what was sent
+        self.ledger = LinkLedger(  # eq. 3 bits of what was sent
+            config, retain="none", authenticated=settings.secret is not None
+        )
+        self._auth: LinkAuth | None = None  # seals and opens this link's messages (a secret)
         self.machine = LinkStateMachine()  # the link's state, across reconnects
         self.refused = False
         self.finished = False
@@ -230,10 +240,10 @@ class TxService:
     def _open_source(self) -> Iterator[np.ndarray]:
         s = self.settings
         if not s.preload:
-            return iter_frames(s.scenario, s.frames, self.codec.frame_size, self.config.seed)
+            return self.codec.source_frames(s.scenario, s.frames, self.config.seed)
         if self._preloaded is None:  # read once; a looping source replays it
             self._preloaded = np.stack(
-                list(iter_frames(s.scenario, s.frames, self.codec.frame_size, self.config.seed))
+                list(self.codec.source_frames(s.scenario, s.frames, self.config.seed))
             )
         return iter(self._preloaded)
 
@@ -249,7 +259,7 @@ class TxService:
         """The frame's latent, and when the frame reached the encoder and left it (worker
         thread)."""
         captured = time.monotonic()
-        latent = self.codec.encode(frame)[0]
+        latent = self.codec.encode_frame(frame)
         return latent, (captured, time.monotonic())
 
     def _next_latent(self) -> tuple[np.ndarray, tuple[float, float]] | None:
@@ -322,7 +332,11 @@ class TxService:
                 await asyncio.sleep(self._backoff.next())
 
     async def _handshake(self, ws: ClientConnection) -> None:
-        hello = sign_hello(self.hello, self.settings.secret)  # a fresh nonce for every link
+        self._auth = None  # the HELLOs go unsealed; a new link gets new keys
+        # A fresh nonce for every link; the next frame, so a restarted Rx knows what it missed.
+        hello = sign_hello(
+            dataclasses.replace(self.hello, next_seq=self._seq), self.settings.secret
+        )
         await self._send(ws, hello)
         self.machine.handle(LinkEvent.HELLO_SENT)
         timeout = self.settings.hello_timeout
@@ -361,6 +375,7 @@ class TxService:
         except HandshakeError as exc:
             await ws.close(exc.code, exc.reason)
             raise LinkRefused(exc.code, exc.detail) from None
+        self._auth = link_auth(self.settings.secret, "tx", hello, reply)
         self.machine.handle(LinkEvent.HELLO_ACCEPTED)
 
     async def _stream(self, ws: ClientConnection) -> None:
@@ -411,6 +426,14 @@ class TxService:
         with contextlib.suppress(ConnectionClosed):
             async for data in ws:
                 self._count_in(data)
+                if self._auth is not None and isinstance(data, bytes):
+                    try:
+                        data = self._auth.open(data)
+                    except MessageAuthError as exc:  # dropped before the core sees it
+                        kind = f"auth_{exc.kind}"
+                        setattr(self.traffic, kind, getattr(self.traffic, kind) + 1)
+                        self._warn("message from the receiver dropped: %s", exc)
+                        continue
                 try:
                     if not isinstance(data, bytes):
                         raise ProtocolError("text frame: messages are binary msgpack")
@@ -436,7 +459,8 @@ class TxService:
                     await self._send(ws, reply)
 
     async def _send(self, ws: ClientConnection, message: Message) -> None:
-        data = encode(message)
+        body = encode(message)
+        data = body if self._auth is None else self._auth.seal(body)
         frame = isinstance(message, FRAME_MESSAGES)
         try:
             await ws.send(data)
@@ -451,7 +475,7 @@ class TxService:
         if frame:
             t.frames_sent += 1
             self.ledger.frame(
-                message.seq, message, hit=isinstance(message, Hit), wire_bytes=len(data)
+                message.seq, message, hit=isinstance(message, Hit), wire_bytes=len(body)
             )
             now = time.monotonic()
             if self._first_sent is None:
@@ -525,7 +549,11 @@ class TxService:
 def build_app(config: LinkConfig, settings: TxSettings, codec: Codec | None = None):
     service = TxService(config, settings, codec)
     return create_app(
-        service, TxStats, title="hoplink transmitter", stats_interval=settings.stats_interval
+        service,
+        TxStats,
+        title="hoplink transmitter",
+        stats_interval=settings.stats_interval,
+        metrics=metrics.collectors(service.snapshot),  # transmitter/metrics.py
     )
 
 

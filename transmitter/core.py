@@ -42,6 +42,10 @@ class TxCounters:
     refreshes_sent: int = 0
     refreshes_refused: int = 0  # unknown reference, or over the refresh budget
     digests_sent: int = 0
+    # Token links (transmitter/tokens.py): tokens sent per symbol.
+    tokens_skip: int = 0
+    tokens_hit: int = 0
+    tokens_new: int = 0
 
 
 @dataclass(frozen=True)
@@ -185,8 +189,12 @@ class TransmitterCore:
             seq=self.last_seq,
             count=memory.count,
             digest=memory.digest(),
-            slot_hashes=memory.slot_hashes().astype("<u4").tobytes(),
+            slot_hashes=self._reference_hashes().astype("<u4").tobytes(),
         )
+
+    def _reference_hashes(self) -> np.ndarray:
+        """The DIGEST's 32-bit hashes that let the Rx find what diverged: one per reference."""
+        return self.memory.slot_hashes()
 
     def bye(self, reason: str = "end of stream") -> Bye:
         return Bye(last_seq=self.last_seq, reason=reason)

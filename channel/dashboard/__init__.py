@@ -9,8 +9,8 @@ browser reaches them (``--rx-api`` / ``--tx-api``, HOPLINK_RX_API / HOPLINK_TX_A
 - polls the Rx's ``GET /thumbnails/latest`` a few times a second for the original and
   reconstructed frames (out of band: never link bits);
 - builds the impairment controls from the channel's ``GET /impairments/schemas`` (so a new
-  impairment module appears without touching the page) and drives ``PUT/DELETE
-  /impairments/...`` and ``POST /events/corrupt`` on its own origin.
+  impairment module appears without touching the page) and drives ``POST/PATCH/DELETE
+  /impairments/...`` (:mod:`channel.control`) and ``POST /events/corrupt`` on its own origin.
 
 This module imports only the web stack: the channel must not pull in torch.
 """

@@ -3,7 +3,8 @@
 // Data: /stats/stream (SSE) of the Rx, the channel and the Tx; the Rx's /thumbnails/latest
 // (polled); the channel's /impairments/schemas, from which the impairment controls are built,
 // so a new impairment module appears here without any change to this file.
-// Control: PUT/DELETE /impairments/... and POST /events/corrupt on the channel (this page's origin).
+// Control: POST/PATCH/DELETE /impairments/... and POST /events/corrupt on the channel (this
+// page's origin; channel/control.py).
 "use strict";
 
 const THUMB_INTERVAL_MS = 330; // about 3 thumbnails per second
@@ -72,7 +73,9 @@ async function request(method, url, body) {
   if (!response.ok) {
     let detail = data && data.detail !== undefined ? data.detail : data || response.statusText;
     if (typeof detail !== "string") detail = JSON.stringify(detail);
-    throw new Error(`${response.status}: ${detail}`);
+    const error = new Error(`${response.status}: ${detail}`);
+    error.status = response.status;
+    throw error;
   }
   return data;
 }
@@ -628,12 +631,30 @@ function impairmentUrl(ctl) {
   return `${api.channel}/impairments/${ctl.dir}/${encodeURIComponent(ctl.name)}`;
 }
 
+// Each card is the impairment named by its type: PATCH it while it is set, POST it otherwise
+// (and the other one if the channel's state changed meanwhile: 404 / 409).
+async function setImpairment(ctl, attributes) {
+  const add = () =>
+    request("POST", `${api.channel}/impairments/${ctl.dir}`, {
+      type: ctl.name,
+      name: ctl.name,
+      attributes,
+    });
+  const update = () => request("PATCH", impairmentUrl(ctl), { attributes });
+  try {
+    return await (ctl.on ? update() : add());
+  } catch (e) {
+    if (e.status === (ctl.on ? 404 : 409)) return await (ctl.on ? add() : update());
+    throw e;
+  }
+}
+
 async function put(ctl, attributes) {
   ctl.busy += 1;
   try {
-    const state = await request("PUT", impairmentUrl(ctl), attributes);
+    const view = await setImpairment(ctl, attributes);
     ctl.error.textContent = "";
-    applyState(ctl, state, true);
+    applyState(ctl, view.attributes, true);
     say(`${ctl.dir} ${ctl.name}: ${describeAttributes(attributes)}`, "ok");
   } catch (e) {
     ctl.error.textContent = e.message;
@@ -645,7 +666,9 @@ async function put(ctl, attributes) {
 async function remove(ctl) {
   ctl.busy += 1;
   try {
-    await request("DELETE", impairmentUrl(ctl));
+    await request("DELETE", impairmentUrl(ctl)).catch((e) => {
+      if (e.status !== 404) throw e; // already gone: what the user asked for
+    });
     ctl.error.textContent = "";
     applyState(ctl, null, true);
     say(`${ctl.dir} ${ctl.name} removed`, "ok");

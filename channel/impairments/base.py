@@ -29,7 +29,14 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from shared.config import LinkConfig
 from shared.protocol.messages import (
@@ -40,6 +47,7 @@ from shared.protocol.messages import (
     encode,
     peek_type,
 )
+from shared.protocol.seal import split_sealed
 
 UNDECODABLE = "undecodable"
 CONTROL_TYPES = frozenset({"hello", "bye", "error", "corrupt"})
@@ -56,17 +64,34 @@ def classify(data: bytes) -> tuple[str, Message | None]:
     kind = peek_type(data)
     if kind is not None:
         return kind, None
-    try:
-        message = decode(data)
-    except ProtocolError:
+    message, seal = decode_in_flight(data)
+    if message is None:
         return UNDECODABLE, None
-    return message.TYPE, message
+    return message.TYPE, None if seal else message  # InFlight reads a seal when it decodes
+
+
+def decode_in_flight(data: bytes) -> tuple[Message | None, bytes]:
+    """The message in ``data`` (None if it does not decode) and the seal that follows it on an
+    authenticated link (b"" when unsealed). The channel holds no key: it reads and may rewrite
+    the message, and keeps the seal as it came, so a rewritten message fails its tag at the far
+    end (counted there as forged), as an altered message must."""
+    try:
+        return decode(data), b""
+    except ProtocolError:
+        parts = split_sealed(data)
+        if parts is None:
+            return None, b""
+    body = parts[0]
+    try:
+        return decode(body), data[len(body) :]
+    except ProtocolError:
+        return None, b""
 
 
 class InFlight:
     """One message moving through the pipeline: raw bytes, send time, type, decoded form (lazy)."""
 
-    __slots__ = ("data", "at", "type", "_message", "_decoded")
+    __slots__ = ("data", "at", "type", "_message", "_decoded", "_seal")
 
     def __init__(self, data: bytes, at: float, kind: str, message: Message | None = None) -> None:
         self.data = data
@@ -74,6 +99,7 @@ class InFlight:
         self.type = kind
         self._message = message
         self._decoded = message is not None
+        self._seal = b""  # an authenticated link's seal, kept as it came (decode_in_flight)
 
     @classmethod
     def arriving(cls, data: bytes, at: float) -> InFlight:
@@ -85,10 +111,7 @@ class InFlight:
         """The decoded message (decoded once, on first use), or None if it does not decode."""
         if not self._decoded:
             self._decoded = True
-            try:
-                self._message = decode(self.data)
-            except ProtocolError:
-                self._message = None
+            self._message, self._seal = decode_in_flight(self.data)
         return self._message
 
     @property
@@ -96,8 +119,9 @@ class InFlight:
         return getattr(self.message, "seq", None)
 
     def set_message(self, message: Message) -> None:
-        """Replace the content by a changed message (re-encoded at once)."""
-        self.data = encode(message)
+        """Replace the content by a changed message (re-encoded at once, its seal kept)."""
+        self.message  # noqa: B018 - reads the seal of the original bytes first
+        self.data = encode(message) + self._seal
         self.type = message.TYPE
         self._message = message
         self._decoded = True
@@ -111,10 +135,22 @@ class InFlight:
     def copy(self) -> InFlight:
         twin = InFlight(self.data, self.at, self.type, self._message)
         twin._decoded = self._decoded
+        twin._seal = self._seal
         return twin
 
     def __repr__(self) -> str:
         return f"InFlight({self.type}, {len(self.data)} B, at={self.at:.6f})"
+
+
+def _scalar_kind(annotation: Any) -> type | None:
+    """bool, int or float for a field of that type (optional or not); None for any other."""
+    import types
+    import typing
+
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        kinds = [a for a in typing.get_args(annotation) if a is not type(None)]
+        annotation = kinds[0] if len(kinds) == 1 else None
+    return annotation if annotation in (bool, int, float) else None
 
 
 class ImpairmentAttributes(BaseModel):
@@ -134,6 +170,24 @@ class ImpairmentAttributes(BaseModel):
     seq_range: tuple[int, int] | None = Field(
         None, description="inclusive [lo, hi] of sequence numbers it applies to; None: all"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_coercion(cls, values: Any) -> Any:
+        """Numbers must come as numbers and flags as booleans: "0.5", true for a number, or
+        "yes" for a flag are refused (422/400 naming the field), never coerced."""
+        if not isinstance(values, Mapping):
+            return values
+        for name, value in values.items():
+            field = cls.model_fields.get(name)
+            kind = _scalar_kind(field.annotation) if field is not None else None
+            if kind is None or value is None:
+                continue
+            if kind is bool and not isinstance(value, bool):
+                raise ValueError(f"{name} must be true or false, got {value!r}")
+            if kind is not bool and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise ValueError(f"{name} must be a number, got {value!r}")
+        return values
 
     @field_validator("types", mode="before")
     @classmethod

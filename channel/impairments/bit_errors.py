@@ -67,6 +67,8 @@ class PayloadBits:
             return 0
         try:
             fields = msgpack.unpackb(item.data, raw=False)
+        except msgpack.ExtraData as extra:  # a sealed message: the seal follows the map
+            fields = extra.unpacked
         except Exception:  # msgpack raises several unrelated types for bad bytes
             return None
         if not isinstance(fields, dict):

@@ -18,5 +18,7 @@ class DecodeCache:
         key = np.ascontiguousarray(latent, dtype=np.float32).tobytes()
         frame = self._frames.get(key)
         if frame is None:
-            frame = self._frames[key] = self.codec.decode(latent)[0]
+            frame = self.codec.decode(latent)
+            # A single-latent codec decodes in batches (1, S, S, 3); a token codec a frame.
+            frame = self._frames[key] = frame[0] if frame.ndim == 4 else frame
         return frame

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from torch import nn
 
 from shared.codec.zoo import codec_card, codecs_dir
 from shared.config import ConfigError
+from shared.scenarios import iter_frames
 
 __all__ = [
     "CODECS",
@@ -297,6 +299,14 @@ class Codec:
     # reach the very same link decisions, so a frame's latent must be bit-identical whether it is
     # encoded alone or inside a batch. Batched convolutions/GEMMs may pick other kernels or
     # summation orders and differ in the last bits, which can flip a hit/miss at the threshold.
+
+    def source_frames(self, source: str, n_frames: int | None, seed: int) -> Iterator[np.ndarray]:
+        """The frames of ``source`` as this codec takes them: square, ``frame_size`` px."""
+        return iter_frames(source, n_frames, self.frame_size, seed)
+
+    def encode_frame(self, frame: np.ndarray) -> np.ndarray:
+        """What the link carries for one frame: its (d,) latent."""
+        return self.encode(frame)[0]
 
     def encode(self, frames: np.ndarray) -> np.ndarray:
         """uint8 frames (N, S, S, 3) or (S, S, 3) -> float32 latents (N, d), unit L2 norm."""

@@ -47,3 +47,10 @@ def card_grid(name: str, weights_dir: Path | None = None) -> LatentGrid:
             f"`python -m experiments.training --name {name} --refit-quantizer`"
         )
     return LatentGrid.from_dict(entry)
+
+
+@functools.cache
+def codec_kind(name: str) -> str:
+    """``tokens`` for a token codec (a grid of tokens per frame), ``frame`` for a single-latent
+    one, as its card says (cached like the grid)."""
+    return codec_card(name).get("kind", "frame")

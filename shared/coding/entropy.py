@@ -241,20 +241,12 @@ class _Segment:
     latent: AdaptiveModel | None = None
 
 
-class SymbolCoder:
-    """The adaptive models of one end of a link (Tx encodes, Rx decodes) and their resets."""
+class SegmentedCoder:
+    """Adaptive models that return to their priors at every segment (``seq // entropy_reset``):
+    keyed to sequence numbers, so a loss desynchronizes an Rx only until the next segment."""
 
-    def __init__(self, config: LinkConfig) -> None:
-        self.config = config
-        self.kinds: tuple[FrameKind, ...] = (
-            ("hit", "delta", "new") if config.delta else ("hit", "new")
-        )
-        self.delta_set = config.delta_bit_set if config.delta else ()
-        self.rank_classes = config.index_bits + 2  # 0 (same), 1..index_bits, ESC
-        self.esc = self.rank_classes - 1
-        self.segment = self._fresh(-1)
-
-    # -- segments ----------------------------------------------------------------------------------
+    config: LinkConfig
+    segment: object  # a subclass's segment state, with a ``number``
 
     def segment_of(self, seq: int) -> int:
         return seq // self.config.entropy_reset
@@ -266,6 +258,23 @@ class SymbolCoder:
             return False
         self.segment = self._fresh(number)
         return True
+
+    def _fresh(self, number: int):
+        raise NotImplementedError
+
+
+class SymbolCoder(SegmentedCoder):
+    """The adaptive models of one end of a link (Tx encodes, Rx decodes) and their resets."""
+
+    def __init__(self, config: LinkConfig) -> None:
+        self.config = config
+        self.kinds: tuple[FrameKind, ...] = (
+            ("hit", "delta", "new") if config.delta else ("hit", "new")
+        )
+        self.delta_set = config.delta_bit_set if config.delta else ()
+        self.rank_classes = config.index_bits + 2  # 0 (same), 1..index_bits, ESC
+        self.esc = self.rank_classes - 1
+        self.segment = self._fresh(-1)
 
     def _fresh(self, number: int) -> _Segment:
         cfg = self.config

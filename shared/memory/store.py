@@ -175,6 +175,27 @@ class Memory:
         # Soft mode decides on the blend the Rx will rebuild from the quantized weights.
         return Recall(refs, codes, blend, float(blend @ query[0]), metastable)
 
+    def recall_many(self, latents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Index recall of a batch (B, d) in one pass: (best reference (B,), the decision
+        statistic of eq. (1) (B,)); -inf where the memory is empty or the state is meta-stable.
+        The token link's retrieval: every token of a frame at once."""
+        queries = np.asarray(latents, dtype=np.float32)
+        if self.count == 0:
+            return np.zeros(len(queries), dtype=np.int64), np.full(len(queries), -np.inf)
+        cfg = self.config
+        patterns = self.prototypes[: self.count]
+        if cfg.memory == "vq":
+            best, cosine = vq_retrieve(queries, patterns)
+            return best.astype(np.int64), cosine
+        found = hopfield_retrieve(
+            queries, patterns, cfg.beta, cfg.hopfield_steps, cfg.hopfield_eps, self.similarity
+        )
+        similarity = np.einsum("bd,bd->b", found.state, queries)
+        if cfg.metastable_threshold > 0:
+            nearest = (found.state @ patterns.T).max(axis=1)
+            similarity = np.where(nearest < cfg.metastable_threshold, -np.inf, similarity)
+        return found.top_slots[:, 0].astype(np.int64), similarity
+
     def decide(self, latent: np.ndarray) -> tuple[bool, Recall | None]:
         recall = self.recall(latent)
         if recall is None or recall.metastable:
@@ -226,6 +247,21 @@ class Memory:
         self._inserted[slot] = self._last_used[slot] = self._clock
         return prototype
 
+    def store_many(self, slots: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """Write ``dequantize(codes[i])`` at ``slots[i]`` (distinct slots); returns them."""
+        slots = np.asarray(slots, dtype=np.int64)
+        if len(slots) and not (slots.min() >= 0 and slots.max() < self.capacity):
+            raise MemoryAccessError(f"cannot write slots outside capacity {self.capacity}")
+        prototypes = dequantize(codes, self.config.bits_per_value, self.config.quantizer_grid())
+        self.prototypes[slots] = prototypes
+        self.codes[slots] = codes
+        if len(slots):
+            self.count = max(self.count, int(slots.max()) + 1)
+        self.filled[slots] = True
+        self._clock += 1
+        self._inserted[slots] = self._last_used[slots] = self._clock
+        return prototypes
+
     def touch(self, refs: tuple[int, ...]) -> None:
         """Mark references as used (for the lru policy)."""
         self._clock += 1
@@ -239,6 +275,17 @@ class Memory:
         h = hashlib.sha256(self.count.to_bytes(8, "little"))
         h.update(np.ascontiguousarray(self.prototypes[slots]).tobytes())
         return h.hexdigest()
+
+    def block_hashes(self, order: np.ndarray | None = None, block: int = 64) -> np.ndarray:
+        """A 32-bit hash per ``block`` consecutive references: a digest of a large memory
+        (the token link's) that still narrows a divergence down to a block."""
+        per_ref = self.slot_hashes(order)
+        padded = np.zeros(-(-len(per_ref) // block) * block, dtype=np.uint64)
+        padded[: len(per_ref)] = per_ref
+        acc = np.full(len(padded) // block, 2166136261, dtype=np.uint64)
+        for col in range(block):
+            acc = ((acc ^ padded[col::block]) * np.uint64(16777619)) & np.uint64(0xFFFFFFFF)
+        return acc.astype(np.uint32)
 
     def slot_hashes(self, order: np.ndarray | None = None) -> np.ndarray:
         """A 32-bit hash per filled reference, to find which slots diverged."""

@@ -41,6 +41,7 @@ class Hello(Message):
     auth: bytes = b""  # HMAC over the digests when the link has a shared secret
     nonce: bytes = b""  # fresh per HELLO when authenticated (shared/protocol/security.py)
     stream: str = ""  # the Tx's stream id (one per Tx process): another id starts a new session
+    next_seq: int = 0  # the Tx's next frame: a restarted Rx cannot know the frames before it
 
 
 @dataclass(frozen=True)
@@ -237,7 +238,9 @@ def _check(kind: str, f: dataclasses.Field, value: Any) -> Any:
     if expected == "int":
         if not isinstance(value, int) or isinstance(value, bool):
             raise ProtocolError(f"{where} must be an integer, got {type(value).__name__}")
-        low = 0 if f.name in ("cue", "count", "version", "seed", "bits", "scale") else -1
+        low = (
+            0 if f.name in ("cue", "count", "version", "seed", "bits", "scale", "next_seq") else -1
+        )
         if not low <= value <= (2**64 - 1 if f.name == "cue" else MAX_SEQ):
             raise ProtocolError(f"{where} = {value} is out of range")
         return value

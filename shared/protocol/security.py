@@ -9,11 +9,16 @@ protections keep *strangers* out and keep bad input cheap; they are not a secure
   HMAC-SHA256(secret, role, version, config digest, model digest, nonce); the Rx refuses a HELLO
   whose MAC is missing or wrong, or whose nonce it has seen before (replay), with close code
   4006 (``auth_failed``), and answers with its own nonce and a MAC that also binds the Tx's
-  nonce, so the Tx knows the answer is fresh and comes from a holder of the secret. What it does
-  *not* do: encrypt, or authenticate the messages after the HELLO — an attacker on the path can
-  read, inject or change frames (run the link over a VPN or TLS for that); a replayed HELLO is
-  only detected while the Rx process lives (its nonce memory is not persisted). The channel
-  forwards HELLOs untouched and needs no secret. Without a secret, nothing changes.
+  nonce, so the Tx knows the answer is fresh and comes from a holder of the secret. Every later
+  message in both directions is sealed (:mod:`shared.protocol.seal`): a 32-bit counter and a
+  64-bit truncated HMAC under a key derived from the secret and *both* nonces, so a forged,
+  altered or replayed message is dropped and counted before it reaches a core, and a HELLO
+  replayed to a restarted Rx (whose nonce memory is gone) cannot send anything that passes.
+  What it does *not* do: encrypt (an observer reads every frame; run the link over a VPN or TLS
+  for that). The channel needs no secret: it forwards sealed messages, and an impairment that
+  rewrites one (bit errors, ID desync, prototype noise) makes its tag fail at the far end, where
+  it is counted as forged; the channel's own CORRUPT events carry no seal and are refused on an
+  authenticated link. Without a secret, nothing changes.
 * **The channel's control API** (``PUT``/``DELETE``/``POST``: impairments and corruption events).
   With ``HOPLINK_CONTROL_TOKEN`` every state-changing request needs
   ``Authorization: Bearer <token>`` (401 otherwise). The channel refuses to start bound to a
@@ -41,6 +46,7 @@ import msgpack
 from starlette.requests import Request  # resolved at runtime: FastAPI reads the dependency
 
 from shared.protocol.messages import Hello
+from shared.protocol.seal import LinkAuth, session_keys
 
 NONCE_BYTES = 16
 MAX_NONCE_BYTES = 64
@@ -75,6 +81,7 @@ def hello_mac(secret: Any, hello: Hello, peer_nonce: bytes = b"") -> bytes:
         hello.model_digest,
         hello.nonce,
         hello.stream,
+        hello.next_seq,
         peer_nonce,
     ]
     return hmac.new(key, msgpack.packb(fields, use_bin_type=True), hashlib.sha256).digest()
@@ -102,6 +109,15 @@ def verify_hello(hello: Hello, secret: Any, peer_nonce: bytes = b"") -> None:
         raise AuthError(f"hello nonce of {len(hello.nonce)} bytes, expected {NONCE_BYTES}")
     if not hmac.compare_digest(hello.auth, hello_mac(secret, hello, peer_nonce)):
         raise AuthError(f"hello from {hello.role!r}: wrong MAC (another secret, or altered)")
+
+
+def link_auth(secret: Any, role: str, tx_hello: Hello, rx_hello: Hello) -> LinkAuth | None:
+    """``role``'s sealer and opener for the link these two HELLOs opened (None without a secret:
+    messages then go unsealed)."""
+    key = _secret_bytes(secret)
+    if key is None:
+        return None
+    return LinkAuth(session_keys(key, tx_hello.nonce, rx_hello.nonce), role)
 
 
 class NonceMemory:
@@ -238,14 +254,91 @@ class _TooLarge(Exception):
     pass
 
 
+class HostGuard:
+    """ASGI middleware against DNS rebinding and foreign web pages: an HTTP request or websocket
+    whose ``Host`` names neither a loopback address nor an allowed host gets 403 (a websocket is
+    closed with 1008 before it opens), and so does one whose ``Origin`` (sent by browsers) names
+    another host. ``allowed``: extra host names (``--allowed-hosts``, e.g. the compose services'
+    names); ``*`` allows any host. ``refused`` counts what it turned away."""
+
+    def __init__(self, app: Any, allowed: Any = ()) -> None:
+        self.app = app
+        self.allowed = frozenset(h.strip().lower().strip("[]") for h in allowed if h.strip())
+        self.refused = 0
+
+    def allows(self, host: str | None) -> bool:
+        return host is not None and (
+            "*" in self.allowed or host in self.allowed or is_loopback(host)
+        )
+
+    def why_refused(self, headers: Any) -> str | None:
+        """The reason to refuse a request with these (name, value) byte headers, or None."""
+        from urllib.parse import urlsplit
+
+        values = {name: value for name, value in headers if name in (b"host", b"origin")}
+        host = values.get(b"host", b"").decode("latin-1")
+        if not self.allows(_host_name(host)):
+            return f"host {host!r} is not allowed (loopback or --allowed-hosts)"
+        origin = values.get(b"origin")
+        if origin is not None:
+            parts = urlsplit(origin.decode("latin-1"))
+            if parts.scheme not in ("http", "https") or not self.allows(parts.hostname):
+                return f"origin {origin.decode('latin-1')!r} is not allowed"
+        return None
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        why = self.why_refused(scope.get("headers", ()))
+        if why is None:
+            await self.app(scope, receive, send)
+            return
+        self.refused += 1
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008, "reason": why[:123]})
+            return
+        body = b'{"detail":%s}' % _json_string(why)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 403,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def _host_name(host: str) -> str | None:
+    """The name in a ``Host`` header (``[::1]:8003`` → ``::1``); None when it has none."""
+    from urllib.parse import urlsplit
+
+    try:
+        name = urlsplit("//" + host).hostname
+    except ValueError:
+        return None
+    return name or None
+
+
+def _json_string(text: str) -> bytes:
+    import json
+
+    return json.dumps(text).encode()
+
+
 __all__ = [
     "MAX_REQUEST_BYTES",
     "AuthError",
     "BodySizeLimit",
+    "HostGuard",
     "NonceMemory",
     "check_control_binding",
     "hello_mac",
     "is_loopback",
+    "link_auth",
     "require_control_token",
     "sign_hello",
     "verify_hello",

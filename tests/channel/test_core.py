@@ -803,3 +803,45 @@ def test_the_backlog_is_bounded_in_messages_and_bytes_and_drops_are_counted():
     s = core.stats()[TX]
     assert s["held"] == 0 and s["held_bytes"] == 0
     assert s["messages_in"] == s["messages_out"] + s["dropped"]
+
+
+# -- an authenticated link: the channel holds no key -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "attributes"),
+    [
+        ("bit_errors", {"ber": 1e-2}),
+        ("id_desync", {"probability": 0.5}),
+        ("prototype_noise", {"sigma": 0.5}),
+        ("bit_errors", {"ber": 1e-3, "whole_frame": True}),
+    ],
+)
+def test_impairments_act_on_sealed_messages_and_what_they_alter_fails_its_tag(name, attributes):
+    """Field-aware impairments still read a sealed message (its seal kept as it came), so every
+    message they rewrite fails authentication at the far end and every other one opens."""
+    from shared.protocol.seal import LinkAuth, MessageAuthError, session_keys
+
+    keys = session_keys(b"secret", b"t" * 16, b"r" * 16)
+    tx, rx = LinkAuth(keys, "tx"), LinkAuth(keys, "rx")
+    messages = news(400)
+    sealed = [tx.seal(encode(m)) for m in messages]
+    core = ChannelCore(CONFIG, seed=3)
+    core.set_impairment(TX, name, attributes)
+    out = send(core, sealed)
+    altered = opened = 0
+    for i, delivery in out:
+        try:
+            body = rx.open(delivery.data)
+        except MessageAuthError as exc:
+            # A whole-frame flip may hit the seal's own header: then it reads as unsealed.
+            assert exc.kind == "forged" or attributes.get("whole_frame")
+            assert delivery.data != sealed[i]
+            altered += 1
+            continue
+        assert decode(body) == messages[i] and delivery.data == sealed[i]
+        opened += 1
+    assert altered > 0 and opened > 0 and altered + opened == len(out) == 400
+    counters = core.impairments()[TX][name]["counters"]
+    changed = counters.get("desynced", counters.get("noised", counters.get("corrupted")))
+    assert changed is None or changed == altered

@@ -475,22 +475,25 @@ def test_bad_attributes_and_arguments_are_named():
 def test_rest_api_sets_phy_through_the_registry():
     app = build_app(CONFIG, ChannelSettings(impair=[], channel_impairments={}))
     with TestClient(app) as client:
-        response = client.put(
-            "/impairments/tx_to_rx/phy",
-            json={"snr_db": 7, "modulation": "16qam", "channel": "rayleigh", "types": ["new"]},
+        attributes = {"snr_db": 7, "modulation": "16qam", "channel": "rayleigh", "types": ["new"]}
+        response = client.post(
+            "/impairments/tx_to_rx", json={"type": "phy", "attributes": attributes}
         )
-        assert response.status_code == 200, response.text
-        state = response.json()
+        assert response.status_code == 201, response.text
+        view = response.json()
+        assert view["name"] == "phy" and view["type"] == "phy"
+        state = view["attributes"]
         assert state["modulation"] == "16qam" and state["types"] == ["new"]
-        assert state["counters"]["symbols"] == 0
-        assert state["link"]["bit_error_probability"] == pytest.approx(
+        assert view["counters"]["symbols"] == 0
+        assert view["derived"]["link"]["bit_error_probability"] == pytest.approx(
             bit_error_probability(7, "16qam", "rayleigh")
         )
-        merged = client.put("/impairments/tx_to_rx/phy", json={"fec": "hamming74"}).json()
+        patch = {"attributes": {"fec": "hamming74"}}
+        merged = client.patch("/impairments/tx_to_rx/phy", json=patch).json()["attributes"]
         assert merged["modulation"] == "16qam" and merged["fec"] == "hamming74"
-        bad = client.put("/impairments/tx_to_rx/phy", json={"channel": "rician"})
-        assert bad.status_code == 400 and "channel" in bad.json()["detail"]
-        assert "phy" in client.get("/impairments").json()["tx_to_rx"]
+        bad = client.patch("/impairments/tx_to_rx/phy", json={"attributes": {"channel": "rician"}})
+        assert bad.status_code == 422 and "channel" in bad.text
+        assert [v["name"] for v in client.get("/impairments/tx_to_rx").json()] == ["phy"]
 
 
 def test_kappa_is_the_latent_bits_per_symbol_of_one_new_frame_by_hand():

@@ -9,6 +9,8 @@ link's shared secret and the channel's control token are checked here too
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,7 +23,7 @@ import numpy as np
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import serve
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from experiments.demo import Child, Processes, free_port, wait_for
 from shared.coding.quantizer import pack_codes
@@ -42,7 +44,8 @@ from shared.protocol.messages import (
     decode,
     encode,
 )
-from shared.protocol.security import sign_hello, verify_hello
+from shared.protocol.seal import SEAL_BITS, SEALED_OVERHEAD, LinkAuth
+from shared.protocol.security import NONCE_BYTES, link_auth, sign_hello, verify_hello
 from shared.service import ChannelSettings
 from transmitter.core import TransmitterCore
 
@@ -70,7 +73,9 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bench]:
 
     logs = tmp_path_factory.mktemp("hostile-logs")
     with Processes(Path(logs), env=ENV) as procs:
-        rx = procs.start("rx", ["receiver"])
+        # Short header deadline and few stream readers, so the tests of both stay short.
+        bounds = {"HOPLINK_HTTP_HEADER_TIMEOUT": "1", "HOPLINK_STATS_STREAM_READERS": "3"}
+        rx = procs.start("rx", ["receiver"], env=bounds)
         rx_secret = procs.start("rx", ["receiver"], env={"HOPLINK_SECRET": SECRET}, key="rx-s")
         yield Bench(procs, rx, rx_secret, load_codec(CONFIG.codec).digest)
 
@@ -297,6 +302,27 @@ def test_a_tx_with_the_secret_streams_and_one_without_is_refused(bench: Bench) -
     finally:
         procs.stop("tx-secret")
     assert stats["frames_sent"] == 30
+    assert stats["traffic"]["auth_forged"] == stats["traffic"]["auth_unsealed"] == 0
+    rx = wait_for(
+        lambda: (s := bench.rx_secret.stats())["link"]["session_ended"] and s, 15, "the Rx"
+    )
+    assert rx["frames_by_outcome"]["decoded"] == 30 and rx["traffic"]["auth_forged"] == 0
+    # Its link bits count the seals (counter + tag on every message after the HELLOs), as the
+    # in-process link counts them for a link with a secret.
+    from experiments.link import simulate
+    from shared.codec.models import load_codec
+    from shared.scenarios import load_clip
+
+    codec = load_codec(CONFIG.codec)
+    clip = load_clip("low_motion", n_frames=30, size=codec.frame_size, seed=CONFIG.seed)
+    latents = codec.encode(clip)
+    sim = simulate(latents, CONFIG, authenticated=True)
+    assert rx["bits"]["link_per_frame"] == pytest.approx(sim.summary.link_bits_per_frame)
+    plain = simulate(latents, CONFIG).summary.link_bits_per_frame
+    messages = 30 + 2 + 1  # frames, two DIGESTs (every 30 frames, and the last), BYE
+    assert sim.summary.link_bits_per_frame - plain == pytest.approx(
+        (messages * SEAL_BITS + 2 * 8 * (NONCE_BYTES + 32)) / 30
+    )
     # A Tx with a secret refuses a receiver that cannot prove it holds it (exit status 2).
     rogue = procs.start(
         "tx",
@@ -367,3 +393,222 @@ async def test_the_pre_auth_pool_is_small_and_what_it_refuses_is_counted(bench: 
     assert refusals["preauth_full"] == before + 1
     ws, _ = await open_link(url, bench.hello())  # the pool is free again
     await ws.close()
+
+
+# --- per-message authentication: nothing forged or replayed moves the Rx ------------------------
+
+
+async def open_sealed_link(url: str, hello: Hello) -> tuple[ClientConnection, LinkAuth]:
+    """A Tx holding the secret: its HELLO, the Rx's answer, and the link's sealer/opener."""
+    signed = sign_hello(hello, SECRET)
+    ws, reply = await open_link(url, signed)
+    verify_hello(reply, SECRET, peer_nonce=signed.nonce)
+    auth = link_auth(SECRET, "tx", signed, reply)
+    assert auth is not None
+    return ws, auth
+
+
+async def test_forged_and_replayed_messages_cannot_move_the_rx_sequence(bench: Bench) -> None:
+    """A man in the middle of an authenticated link injects HITs 10^6 ahead (unsealed, with a
+    copied seal, altered), and replays a real frame: each is dropped and counted, no sequence
+    state moves, and every real frame is decoded."""
+    rx = bench.rx_secret
+    ws, auth = await open_sealed_link(rx.ws_url, dataclasses.replace(bench.hello(), stream="mitm"))
+    tx = TransmitterCore(CONFIG)
+    rng = np.random.default_rng(1)
+    views = [_latent(rng) for _ in range(4)]
+    far = encode(Hit(seq=10**6, t=0.0, refs=(0,), cue=0))
+    async with ws:
+        sealed: list[bytes] = []
+        for seq in range(20):
+            sealed.append(
+                auth.seal(encode(tx.on_frame(seq, seq / 30, views[seq // 5 % 4]).message))
+            )
+            await ws.send(sealed[-1])
+            if seq == 5:
+                await ws.send(far)  # unsealed
+                await ws.send(far + sealed[3][-SEALED_OVERHEAD:])  # a real seal on a forgery
+                await ws.send(encode(Hit(seq=10**6 + 1, t=0.0, refs=(0,), cue=0)))
+                altered = bytearray(sealed[4])
+                altered[10] ^= 0x40
+                await ws.send(bytes(altered))
+                await ws.send(sealed[3])  # a replay of a real frame
+        await ws.send(auth.seal(encode(tx.digest())))
+        await ws.send(auth.seal(encode(tx.bye())))
+
+        def ended() -> dict | None:
+            s = rx.stats()
+            return s if s["link"]["session_ended"] and s["frames"] == 20 else None
+
+        stats = await asyncio.to_thread(wait_for, ended, 15, "the authenticated session")
+    t, c = stats["traffic"], stats["counters"]
+    assert (t["auth_unsealed"], t["auth_forged"], t["auth_replayed"]) == (2, 2, 1)
+    assert c["seq_jumps_refused"] == 0 and c["duplicates"] == 0 and c["frames_skipped"] == 0
+    assert stats["frames_by_outcome"]["decoded"] == 20
+    assert c["errors"] == 0 and t["decode_errors"] == 0 and stats["digest"]["agree"] is True
+
+
+async def test_a_hello_replayed_to_a_restarted_rx_cannot_drive_it(bench: Bench) -> None:
+    """A HELLO (and the sealed frames after it) captured on one link and replayed to a restarted
+    Rx, which no longer knows the nonce: the HELLO is answered, but the Rx's fresh nonce is in
+    the keys, so the captured NEW and the attacker's NEW and CORRUPT are all refused."""
+    hello = sign_hello(dataclasses.replace(bench.hello(), stream="victim"), SECRET)
+    ws, reply = await open_link(bench.rx_secret.ws_url, hello)
+    auth = link_auth(SECRET, "tx", hello, reply)
+    new = TransmitterCore(CONFIG).on_frame(0, 0.0, _latent(np.random.default_rng(2))).message
+    captured = auth.seal(encode(new))
+    async with ws:
+        await ws.send(captured)
+    restarted = await asyncio.to_thread(
+        bench.procs.start, "rx", ["receiver"], env={"HOPLINK_SECRET": SECRET}, key="rx-restarted"
+    )
+    try:
+        ws, answer = await open_link(restarted.ws_url, hello)  # the replayed HELLO is answered
+        assert answer.nonce != reply.nonce
+        corrupt = encode(Corrupt(rho=1.0, sigma=1.0, seed=0))
+        async with ws:
+            for data in (captured, encode(new), corrupt, corrupt + captured[-SEALED_OVERHEAD:]):
+                await ws.send(data)
+            await ws.ping()  # processed in order: everything above has been read
+
+            def counted() -> dict | None:
+                s = restarted.stats()
+                t = s["traffic"]
+                return s if t["auth_forged"] + t["auth_unsealed"] == 4 else None
+
+            stats = await asyncio.to_thread(wait_for, counted, 10, "the refusals")
+    finally:
+        await asyncio.to_thread(bench.procs.stop, "rx-restarted")
+    c = stats["counters"]
+    assert (stats["traffic"]["auth_forged"], stats["traffic"]["auth_unsealed"]) == (2, 2)
+    assert c["messages"] == 0 and c["news"] == 0 and stats["memory"]["filled"] == 0
+    assert c["ids_desynced"] == 0 and c["prototypes_noised"] == 0
+
+
+# --- a restarted Rx accounts only for what it can know -------------------------------------------
+
+
+def test_a_killed_and_restarted_rx_counts_earlier_frames_before_restart_not_lost(
+    bench: Bench,
+) -> None:
+    """kill -9 of the Rx mid-stream, then a new Rx on the same port: the Tx reconnects and says
+    where its stream is; the new Rx counts the frames before it as before_restart (it cannot know
+    what the dead one made of them), none as lost, and its outcomes add up to what the Tx sent."""
+    procs, frames = bench.procs, 240
+    port = free_port()
+    rx = procs.start("rx", ["receiver"], port=port, key="rx-dies")
+    tx = procs.start(
+        "tx",
+        ["transmitter", "--url", rx.ws_url, "--frames", str(frames), "--fps", "30", "--linger"],
+        env={"HOPLINK_BACKOFF_INITIAL": "0.1", "HOPLINK_BACKOFF_MAX": "0.5"},
+        key="tx-survives",
+    )
+    try:
+        wait_for(lambda: rx.stats()["frames"] >= 60, 60, "60 frames at the first Rx")
+        rx.process.kill()  # kill -9: no BYE, no close frame
+        rx.process.wait(10)
+        procs.children.pop("rx-dies")
+        rx = procs.start("rx", ["receiver"], port=port, key="rx-restarted-at-once")
+        sent = wait_for(lambda: (s := tx.stats())["link"]["finished"] and s, 90, "the Tx")
+        stats = wait_for(lambda: (s := rx.stats())["link"]["session_ended"] and s, 15, "BYE")
+    finally:
+        procs.stop("tx-survives")
+        procs.stop("rx-restarted-at-once")
+    outcomes, c = stats["frames_by_outcome"], stats["counters"]
+    assert sent["frames"] == frames and sent["traffic"]["reconnects"] >= 1
+    assert 60 <= outcomes["before_restart"] < frames
+    assert outcomes["lost"] == 0 and c["seq_jumps_refused"] == 0 and c["frames_skipped"] == 0
+    assert sum(outcomes.values()) == frames
+
+
+# --- HTTP: DNS rebinding, slowloris, stats streams ------------------------------------------------
+
+
+async def test_foreign_host_and_origin_are_refused_on_rest_and_link(bench: Bench) -> None:
+    """A page that reached the Rx by DNS rebinding (Host: evil.example), or any foreign Origin,
+    gets 403 on REST and cannot open /link; loopback names pass."""
+    rx = bench.rx
+    async with httpx.AsyncClient(timeout=5) as client:
+        for headers in (
+            {"Host": "evil.example"},
+            {"Host": f"evil.example:{rx.port}"},
+            {"Origin": "http://evil.example"},
+            {"Origin": "null"},
+        ):
+            r = await client.get(f"{rx.url}/stats", headers=headers)
+            assert r.status_code == 403, headers
+        for host in (f"localhost:{rx.port}", f"127.0.0.1:{rx.port}"):
+            assert (
+                await client.get(f"{rx.url}/healthz", headers={"Host": host})
+            ).status_code == 200
+        same = {"Origin": f"http://localhost:{rx.port}"}  # the dashboard's own origin
+        assert (await client.get(f"{rx.url}/healthz", headers=same)).status_code == 200
+    with pytest.raises(InvalidStatus) as refused_ws:
+        await connect(rx.ws_url, origin="http://evil.example", compression=None)
+    assert refused_ws.value.response.status_code == 403
+    ws, _ = await open_link(rx.ws_url, bench.hello())  # a dialing end sends no Origin
+    await ws.close()
+
+
+async def test_a_slowloris_socket_is_closed_after_the_header_deadline(bench: Bench) -> None:
+    """A client that never finishes its request headers is closed (HOPLINK_HTTP_HEADER_TIMEOUT,
+    1 s here); one that completes them is served."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", bench.rx.port)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # headers never end
+    await writer.drain()
+    async with asyncio.timeout(30):
+        while True:
+            data = await reader.read(1024)
+            if not data:
+                break
+            writer.write(b"X-Slow: 1\r\n")  # a header now and then, as slowloris does
+    writer.close()
+    assert httpx.get(f"{bench.rx.url}/healthz", timeout=5).status_code == 200
+
+
+async def test_stats_streams_are_bounded_in_readers(bench: Bench) -> None:
+    """At most HOPLINK_STATS_STREAM_READERS (3 here) streams at once; the next is answered 503;
+    a closed stream frees its place."""
+    url = f"{bench.rx.url}/stats/stream"
+    async with contextlib.AsyncExitStack() as stack:
+        client = await stack.enter_async_context(httpx.AsyncClient(timeout=10))
+        streams = []
+        for _ in range(3):
+            response = await stack.enter_async_context(client.stream("GET", url))
+            assert response.status_code == 200
+            lines = response.aiter_lines()  # kept: a dropped iterator closes its stream
+            async with asyncio.timeout(10):
+                while not (await anext(lines)).startswith("data:"):
+                    pass  # the first event came: this reader is counted
+            streams.append((response, lines))
+        async with asyncio.timeout(10):
+            assert (await client.get(url)).status_code == 503
+        await streams.pop()[0].aclose()
+
+        async def reopened() -> int:
+            async with asyncio.timeout(10), client.stream("GET", url) as response:
+                return response.status_code
+
+        async with asyncio.timeout(20):
+            while await reopened() != 200:
+                await asyncio.sleep(0.1)
+    assert httpx.get(f"{bench.rx.url}/healthz", timeout=5).status_code == 200
+
+
+async def test_the_rx_warns_when_its_link_listens_beyond_loopback_without_a_secret(
+    codec, caplog: pytest.LogCaptureFixture
+) -> None:
+    from receiver.server import RxService
+    from shared.service import RxSettings
+
+    for host, secret, warned in (("0.0.0.0", None, True), ("127.0.0.1", None, False)):
+        caplog.clear()
+        service = RxService(CONFIG, RxSettings(host=host, secret=secret), codec)
+        await service.start()
+        await service.stop()
+        assert ("without a shared secret" in caplog.text) is warned
+    service = RxService(CONFIG, RxSettings(host="0.0.0.0", secret=SECRET), codec)
+    caplog.clear()
+    await service.start()
+    await service.stop()
+    assert "without a shared secret" not in caplog.text

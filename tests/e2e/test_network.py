@@ -111,8 +111,9 @@ def clean_run(link: Link) -> Run:
     return stream(link, "--fps", "0")
 
 
-def get_json_delete(url: str) -> dict:
-    return httpx.delete(url, timeout=5).json()
+def get_json_delete(url: str) -> None:
+    r = httpx.delete(url, timeout=5)
+    assert r.status_code == 204, r.text
 
 
 def test_clean_link_delivers_every_frame(clean_run: Run) -> None:
@@ -203,8 +204,13 @@ def test_corruption_events_are_detected_and_repaired(link: Link) -> None:
 def test_bit_errors_are_counted_and_memories_reconverge(link: Link) -> None:
     url = f"{link.channel.url}/impairments/tx_to_rx/bit_errors"
     # Errors on frames 10..59 only; DIGESTs every 15 frames repair what they broke.
-    r = httpx.put(url, json={"ber": 3e-3, "seq_range": [10, 59]}, timeout=5)
-    assert r.status_code == 200, r.text
+    attributes = {"ber": 3e-3, "seq_range": [10, 59]}
+    r = httpx.post(
+        f"{link.channel.url}/impairments/tx_to_rx",
+        json={"type": "bit_errors", "attributes": attributes},
+        timeout=5,
+    )
+    assert r.status_code == 201, r.text
     try:
         run = stream(link, "--fps", "0", "--digest-every", "15")
     finally:
@@ -340,8 +346,8 @@ async def test_service_endpoints(link: Link, clean_run: Run, service: str) -> No
             text = (await client.get("/metrics")).text
         names = {s.name for family in text_string_to_metric_families(text) for s in family.samples}
         expected = {
-            "rx": "hoplink_rx_decoded_total",
-            "channel": "hoplink_channel_directions_tx_to_rx_messages_in",
+            "rx": "hoplink_rx_frames_total",
+            "channel": "hoplink_channel_messages_received_total",
             "tx": "hoplink_tx_frames_total",
         }[service]
         assert expected in names
@@ -351,17 +357,20 @@ async def test_service_endpoints(link: Link, clean_run: Run, service: str) -> No
 
 def test_impairment_api_validates_input(link: Link) -> None:
     base = f"{link.channel.url}/impairments"
-    bad_value = httpx.put(f"{base}/tx_to_rx/loss", json={"probability": 2}, timeout=5)
-    assert bad_value.status_code == 400 and "probability" in bad_value.json()["detail"]
-    unknown = httpx.put(f"{base}/tx_to_rx/gremlins", json={}, timeout=5)
-    assert unknown.status_code == 400 and "gremlins" in unknown.json()["detail"]
-    bad_direction = httpx.put(f"{base}/sideways/loss", json={}, timeout=5)
+    loss = {"type": "loss", "attributes": {"probability": 2}}
+    bad_value = httpx.post(f"{base}/tx_to_rx", json=loss, timeout=5)
+    assert bad_value.status_code == 422 and "probability" in bad_value.text
+    unknown = httpx.post(f"{base}/tx_to_rx", json={"type": "gremlins"}, timeout=5)
+    assert unknown.status_code == 422 and "gremlins" in unknown.text
+    bad_direction = httpx.post(f"{base}/sideways", json={"type": "loss"}, timeout=5)
     assert bad_direction.status_code == 422
-    ok = httpx.put(f"{base}/rx_to_tx/delay", json={"delay_ms": 1}, timeout=5)
-    assert ok.status_code == 200 and ok.json()["delay_ms"] == 1
-    assert "delay" in httpx.get(base, timeout=5).json()["rx_to_tx"]
-    assert httpx.delete(f"{base}/rx_to_tx/delay", timeout=5).status_code == 200
-    assert get_json(base) == {"tx_to_rx": {}, "rx_to_tx": {}}
+    delay = {"type": "delay", "attributes": {"delay_ms": 1}}
+    ok = httpx.post(f"{base}/rx_to_tx", json=delay, timeout=5)
+    assert ok.status_code == 201 and ok.json()["attributes"]["delay_ms"] == 1
+    assert [v["name"] for v in get_json(base)] == ["delay"]
+    assert httpx.delete(f"{base}/rx_to_tx/delay", timeout=5).status_code == 204
+    assert httpx.delete(f"{base}/rx_to_tx/delay", timeout=5).status_code == 404
+    assert get_json(base) == []
     no_link = httpx.post(f"{link.channel.url}/events/corrupt", json={"rho": 0.1}, timeout=5)
     assert no_link.status_code == 409
 
@@ -391,3 +400,41 @@ def test_a_per_dimension_grid_runs_through_the_processes_as_in_the_simulator() -
     sim = simulate(codec.encode(frames), config, frames=frames, decoder=DecodeCache(codec))
     assert (rx["hits"], rx["news"]) == (sim.summary.hits, sim.summary.news)
     assert rx["quality"]["psnr_mean"] == pytest.approx(sim.summary.psnr, abs=1e-9)
+
+
+def test_a_token_link_runs_through_the_processes_as_in_the_simulator(tmp_path: Path) -> None:
+    """A token codec's grids cross rx, channel and tx as CODED frames; the Rx shows what the
+    simulator shows and the video written from the simulator has every frame at its size."""
+    import os
+
+    import av
+
+    from experiments.clips import encoded_clip
+    from experiments.link import simulate
+
+    argv = ["--codec", "tok8d16", "--scenario", SCENARIO, "--frames", "12"]
+    done = subprocess.run(
+        [sys.executable, "-m", "experiments.cli", "demo", "--fps", "0", "--json",
+         "--no-impairments", *argv],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rx = json.loads(done.stdout)["rx"]
+    assert rx["frames_by_outcome"]["decoded"] == 12 and rx["digest"]["agree"]
+    config = build_config({"codec": "tok8d16"}, read_env=False)
+    clip = encoded_clip(config, SCENARIO, 12)
+    sim = simulate(clip.latents, config, frames=clip.frames, decoder=clip.decoder)
+    assert (rx["hits"], rx["news"]) == (sim.summary.hits, sim.summary.news)
+    assert rx["quality"]["psnr_mean"] == pytest.approx(sim.summary.psnr, abs=1e-9)
+    assert rx["bits"]["link_per_frame"] == pytest.approx(sim.summary.link_bits_per_frame)
+
+    out = tmp_path / "side.mp4"
+    video = subprocess.run(
+        [sys.executable, "-m", "experiments.cli", "sim", *argv, "--out-video", str(out)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert video.returncode == 0, video.stderr
+    with av.open(str(out)) as container:
+        pictures = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(pictures) == 12
+    assert pictures[0].shape == (clip.frames.shape[1], 2 * clip.frames.shape[2], 3)

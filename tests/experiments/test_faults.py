@@ -52,3 +52,35 @@ def test_cue_model_matches_the_measured_silent_wrong_rate(latents) -> None:
     assert measured > 0  # bit errors on NEW latents make near-miss prototypes that cues accept
     assert measured <= expected + 3 * expected**0.5 + 3
     assert measured >= expected / 3  # the model is not a loose overestimate
+
+
+def test_event_frames_are_seeded_and_at_no_fixed_phase() -> None:
+    cell = next(c for c in CELLS if c.name == "everything at once")
+    frames = {seed: cell.event_frames(faults.FRAMES, seed) for seed in range(12)}
+    assert frames[3] == cell.event_frames(faults.FRAMES, 3)
+    firsts = {f[0][0] for f in frames.values()}
+    assert len(firsts) > 6
+    assert {f % faults.DIGEST_EVERY for f in firsts} != {0}
+    reach = faults.FRAMES // 20
+    assert all(abs(f - round(0.3 * faults.FRAMES)) <= reach for f in firsts)
+
+
+def test_faults_takes_every_link_flag() -> None:
+    import argparse
+
+    from shared.config import add_config_arguments
+
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    args = parser.parse_args(["--entropy-coding", "--delta", "--coded-cue", "every_reference"])
+    args.cue_bits = 16
+    flags = faults.link_flags(args)
+    assert flags == {
+        "entropy_coding": True,
+        "delta": True,
+        "coded_cue": "every_reference",
+        "cue_bits": 16,
+    }
+    config = faults.matrix_config(**flags)
+    assert (config.entropy_coding, config.delta, config.cue_bits) == (True, True, 16)
+    assert config.threshold == faults.THRESHOLD  # the matrix's own τ unless given

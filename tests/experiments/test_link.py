@@ -38,7 +38,9 @@ def test_three_bit_figures_of_a_known_stream_sum_by_hand():
     s = link.ledger.summary(link.ledger.ordered(3))
     new, hit = 64 * 8, 8 + 32  # d·b; ⌈log2 256⌉ + K
     assert s.semantic_bits_per_frame == (new + 2 * hit) / 3
-    hellos = 2 * (2 + 8 + 256 + 256) + 8 * 16  # role, version, two sha256 digests; stream id
+    # Each HELLO: role, version, two sha256 digests, the next sequence number; the Tx's
+    # also its 16-byte stream id.
+    hellos = 2 * (2 + 8 + 256 + 256 + 32) + 8 * 16
     digest = 9 + 256 + 32  # ⌈log2 257⌉ count bits, sha256, one 32-bit reference hash
     bye = 32 + 8 * len("end of stream")  # last seq, and the reason the Tx gives
     assert s.link_bits_per_frame == (new + 2 * hit + hellos + digest + bye) / 3

@@ -119,7 +119,8 @@ def accounted(run: rb.ClipRun, frames: int) -> None:
     by_record = Counter(r.outcome.value for r in run.records)
     assert sum(run.rx_outcomes.values()) == len(run.records) == frames
     assert {k: v for k, v in run.rx_outcomes.items() if v} == dict(by_record)
-    hits_after = sum(r.hit for r in run.records[len(run.records) // 2 :])
+    assert len(run.records) // 4 <= run.corrupt_at <= 3 * len(run.records) // 4
+    hits_after = sum(r.hit for r in run.records[run.corrupt_at :])
     assert sum(run.fates.values()) == hits_after
 
 
@@ -148,6 +149,45 @@ def test_prototype_noise_leaves_right_but_inexact_copies_and_refreshes_the_rest(
     assert large.fates["refresh"] > 0
     assert large.cue_failures > small.cue_failures
     assert large.refreshes >= large.fates["refresh"]
+
+
+CODED = {"entropy_coding": True}
+
+
+def test_coded_hits_are_followed_to_their_own_prototype(stream):
+    """Entropy-coded hits carry no HIT message: the runner follows the coder's reference."""
+    run = rb.run_clip(stream, rb.kind_config(BASE.replace(**CODED), "vq"), rb.Cell())
+    assert run.hits > 20
+    assert run.fates == {**dict.fromkeys(rb.HIT_FATES, 0), "direct": run.hits}
+    assert run.exact == run.hits
+
+
+def test_a_cue_only_on_change_shows_noised_copies_a_cue_on_every_reference_repairs():
+    """A steady camera repeats its reference: with the cue sent only when the reference changes,
+    the Rx shows its noised copy of a repeated reference without checking it."""
+    steady = drifting_latents(n=120, views=6, hold=10, noise=0.003, seed=3)
+    runs = {
+        cue: rb.run_clip(
+            steady, rb.kind_config(BASE.replace(**CODED, coded_cue=cue), "vq"), rb.Cell(sigma=0.1)
+        )
+        for cue in ("on_change", "every_reference")
+    }
+    for run in runs.values():
+        accounted(run, len(steady))
+    on_change, every = runs["on_change"], runs["every_reference"]
+    assert on_change.corrupt_at == every.corrupt_at  # same seed, same frame
+    assert on_change.fates["concealed"] == every.fates["concealed"] == 0
+    assert on_change.hits - on_change.exact > 0  # noised copies shown unverified
+    assert every.hits == every.exact  # every one checked, and the failures refreshed
+    assert every.cue_failures > on_change.cue_failures
+
+
+def test_corruption_frames_are_seeded_and_not_tied_to_digests():
+    frames = [rb.corruption_frame(60, seed) for seed in range(20)]
+    assert frames == [rb.corruption_frame(60, seed) for seed in range(20)]
+    assert all(15 <= f <= 45 for f in frames)
+    assert len(set(frames)) > 8
+    assert sum(f % 30 == 0 for f in frames) < len(frames) // 2
 
 
 def drive(link: rb.ObservedLink, latents: np.ndarray) -> None:
@@ -184,7 +224,7 @@ def test_clean_run_costs_what_the_simulator_says(codec):
     row = rb.pool("vq", rb.Cell(), config, [run])
     assert [r.hit for r in run.records] == [r.hit for r in sim.records]
     assert 0 < sim.summary.hits < 30
-    assert row.summary.bits_per_frame == sim.summary.bits_per_frame
+    assert row.summary.link_bits_per_frame == sim.summary.link_bits_per_frame
     assert row.summary.psnr == pytest.approx(sim.summary.psnr, abs=1e-9)
     assert all(r.outcome is Outcome.DECODED for r in run.records)
 
@@ -210,7 +250,7 @@ def test_robustness_command_calibrates_each_kind_and_reports_every_cell(capsys):
     ]
     for cal in out["calibrations"]:
         clean = next(r for r in rows if r["kind"] == cal["kind"] and r["sigma"] == r["rho"] == 0)
-        assert clean["bits_per_frame"] == cal["bits_per_frame"]  # the calibrated link, clean
+        assert clean["link_bits_per_frame"] == cal["link_bits_per_frame"]  # calibrated, clean
         assert clean["psnr"] == pytest.approx(cal["psnr"], abs=1e-9)
         assert cal["psnr"] >= out["target_psnr"]
     for r in rows:

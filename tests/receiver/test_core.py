@@ -192,3 +192,29 @@ def _pack(cfg, z: np.ndarray) -> bytes:
 
     z = z / np.linalg.norm(z)
     return pack_codes(quantize(z, cfg.bits_per_value, cfg.quantizer_grid()), cfg.bits_per_value)
+
+
+@pytest.mark.parametrize("tools", [{}, {"entropy_coding": True}])
+def test_joining_a_stream_under_way_counts_earlier_frames_before_restart_not_lost(latents, tools):
+    """A restarted Rx told (by the Tx's HELLO) that the stream is at frame 40: frames 0-39 are
+    ``before_restart``, nothing is counted lost, and the outcomes add up to what was sent."""
+    cfg = _cfg(memory="vq", **tools)
+    tx = TransmitterCore(cfg)
+    for seq, z in enumerate(latents[:40]):  # went to the Rx that died
+        tx.on_frame(seq, seq / 30, z)
+    rx = ReceiverCore(cfg)
+    rx.start_at(40)
+    outcomes: dict[int, Outcome] = {}
+    for seq, z in enumerate(latents[40:80], start=40):
+        for frame in deliver(tx, rx, tx.on_frame(seq, seq / 30, z).message):
+            if frame.outcome is not None:
+                outcomes[frame.seq] = frame.outcome
+    for frame in rx.on_message(tx.bye(), 10.0).frames:
+        outcomes[frame.seq] = frame.outcome
+    c = rx.counters
+    assert sorted(outcomes) == list(range(40, 80))
+    assert c.before_restart == 40 and c.lost == 0 and c.duplicates == 0
+    assert c.seq_jumps_refused == 0 and c.frames_skipped == 0
+    assert c.before_restart + len(outcomes) == tx.counters.frames == 80
+    with pytest.raises(Exception, match="has started"):
+        rx.start_at(90)
