@@ -47,7 +47,7 @@ FROM base AS channel
 ARG PIP_SOURCE="--index-url https://pypi.org/simple"
 # Versions as pyproject.toml declares them; tests/e2e/test_compose.py checks this list against what
 # `hoplink channel` imports.
-ARG CHANNEL_DEPS="numpy pydantic pydantic-settings msgpack fastapi uvicorn websockets prometheus-client"
+ARG CHANNEL_DEPS="numpy pydantic pydantic-settings msgpack fastapi uvicorn h11 websockets prometheus-client"
 RUN python -c "import re, sys; names = set(sys.argv[1:]); print('\n'.join(line for line in open('/tmp/requirements.txt').read().split() if re.split('[<>=!~ ;\[]', line)[0] in names))" $CHANNEL_DEPS > /tmp/channel-requirements.txt \
     && pip install $PIP_SOURCE -r /tmp/channel-requirements.txt
 COPY . ./
