@@ -275,7 +275,7 @@ def fig1b_bits_over_time(
                 ls=ls,
                 lw=lw,
                 alpha=0.85,
-                label=f"{method} (τ={pts[0]['threshold']:.4f}, {total:.1f} bits/frame, "
+                label=f"{method} (τ={pts[0]['threshold']:.4f}, {total:.1f} semantic bits/frame, "
                 f"{sum(not r['hit'] for r in pts)} NEW)",
             )
             news = [r for r in pts if not r["hit"]]
@@ -288,13 +288,15 @@ def fig1b_bits_over_time(
                 color=style["color"],
             )
         ax.set_yscale("log")
-        ax.set_ylabel("bits")
+        ax.set_ylabel("semantic bits")
         capacity = rows[0].get("capacity")
         m_text = "" if capacity is None else f", M = {capacity}"
         ax.set_title(f"{scenario} (gradual drift), β = {beta:g}{m_text}", fontsize=10)
         ax.legend(fontsize=8, loc="upper right")
     axes[-1, 0].set_xlabel("frame")
-    fig.suptitle("Fig. 1(b): bits per frame over time at matched PSNR (symmetric τ); NEW = spikes")
+    fig.suptitle(
+        "Fig. 1(b): semantic bits per frame over time at matched PSNR (symmetric τ); NEW = spikes"
+    )
     return _save(fig, out_dir, "fig1b_bits_over_time")
 
 
@@ -342,7 +344,7 @@ def fig2_rate_distortion(runs: list[Row], codec_rows: list[Row], out_dir: Path) 
         ax.set_yscale("log")
         ax.set_title(_label(group, min(p["clips"] for p in pts)), fontsize=10)
         ax.set_xlabel("PSNR (dB)")
-        ax.set_ylabel("bits / frame")
+        ax.set_ylabel("semantic bits / frame")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7, loc="upper left")
     for ax in list(axes.flat)[len(groups) :]:

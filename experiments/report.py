@@ -45,16 +45,17 @@ from shared.scenarios import PROTOCOLS
 FIGURE_CAPTIONS = {
     "fig1a_savings_vs_tau": "Fig. 1(a) — bit savings of hopfield over vq at the same τ, per "
     "protocol and β, with the PSNR difference at that τ (equal τ is not equal quality).",
-    "fig1b_bits_over_time": "Fig. 1(b) — bits per frame over time on the gradual-drift clips, "
-    "both memories at their symmetric matched-PSNR τ; NEW frames are the spikes.",
-    "fig2_rate_distortion": "Fig. 2 — bits/frame vs PSNR of every clean run pooled per protocol, "
-    "coloured by hit rate (o hopfield, ^ hopfield soft, ■ vq), with H.264 and JPEG curves.",
-    "fig3_corruption": "Fig. 3 — refreshes, bits/frame and silently wrong frames after a one-shot "
-    "Rx memory corruption at mid-clip, vs ρ and vs σ, per memory and cue length K.",
+    "fig1b_bits_over_time": "Fig. 1(b) — semantic bits per frame over time on the gradual-drift "
+    "clips, both memories at their symmetric matched-PSNR τ; NEW frames are the spikes.",
+    "fig2_rate_distortion": "Fig. 2 — semantic bits/frame vs PSNR of every clean run pooled per "
+    "protocol, coloured by hit rate (o hopfield, ^ hopfield soft, ■ vq), with H.264 and JPEG "
+    "curves.",
+    "fig3_corruption": "Fig. 3 — refreshes, semantic bits/frame and silently wrong frames after a "
+    "one-shot Rx memory corruption at mid-clip, vs ρ and vs σ, per memory and cue length K.",
     "fig_matched_vs_beta": "Matched PSNR across β: hopfield's bit reduction over vq under the "
     "symmetric rule and the two one-sided protocols.",
-    "snr": "The link vs channel Eb/N0: PSNR, bits/frame (with refreshes) and concealed frames "
-    "per memory kind, mean over seeds with its 95 % interval.",
+    "snr": "The link vs channel Eb/N0: PSNR, semantic bits/frame (with refreshes) and concealed "
+    "frames per memory kind, mean over seeds with its 95 % interval.",
 }
 
 
@@ -260,7 +261,7 @@ def _table_blocks(matched: list[dict], codecs: list[dict]) -> list[Block]:
         "rule",
         "method",
         "τ",
-        "bits/frame",
+        "semantic b/f",
         "hit rate",
         "PSNR dB",
         "Δ vs fixed dB",
@@ -386,7 +387,7 @@ def _grid_matched_blocks(runs: list[dict], matched: list[dict]) -> list[Block]:
         ),
         Block(
             "table",
-            headers=("group", "memory", "mode", "τ", "β", "M", "bits/frame", "PSNR dB", "target"),
+            headers=("group", "memory", "mode", "τ", "β", "M", "semantic b/f", "PSNR dB", "target"),
             rows=tuple(rows),
         ),
     ]
@@ -487,7 +488,7 @@ def _snr_blocks(rows: list[dict]) -> list[Block]:
                     "τ range",
                     "target PSNR",
                     "clean PSNR",
-                    "clean bits/frame",
+                    "clean semantic b/f",
                 ),  # fmt: skip
                 rows=tuple(table),
             ),
@@ -521,7 +522,7 @@ def _snr_blocks(rows: list[dict]) -> list[Block]:
             rows=tuple(shape),
         ),
     ]
-    labels = {"psnr": "PSNR dB", "bits_per_frame": "bits/frame",
+    labels = {"psnr": "PSNR dB", "bits_per_frame": "semantic bits/frame",
               "reasoning_capacity_bps_per_hz": "C bits/s/Hz"}  # fmt: skip
     for curve in sorted({curve_of(p) for p in points}, key=str):
         mine = [p for p in points if curve_of(p) == curve]

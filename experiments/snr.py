@@ -1,4 +1,4 @@
-"""The link against channel SNR: bits/frame, refreshes, PSNR and frames lost vs Eb/N0.
+"""The link against channel SNR: semantic bits/frame, refreshes, PSNR and frames lost vs Eb/N0.
 
 Each point runs a clip through the real Tx, channel and Rx cores on a virtual clock
 (:class:`experiments.faults.InProcessLink`) with the ``phy`` impairment on both directions, so the
@@ -246,7 +246,7 @@ def plot_snr(rows: list[dict], prefix: str) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = (("psnr", "PSNR (dB)"), ("bits_per_frame", "bits/frame (incl. refreshes)"),
+    panels = (("psnr", "PSNR (dB)"), ("bits_per_frame", "semantic bits/frame (incl. refreshes)"),
               ("concealed", "concealed frames"))  # fmt: skip
     points = aggregate(rows, [key for key, _ in panels])
     curves = sorted({curve_of(p) for p in points}, key=str)
