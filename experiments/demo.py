@@ -245,7 +245,34 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _config_flags(args: argparse.Namespace) -> list[str]:
+def start_stack(
+    procs: Processes,
+    *,
+    rx_args: list[str],
+    tx_args: list[str],
+    impairments: list[str],
+    config: list[str],
+    ports: tuple[int | None, int | None, int | None] = (None, None, None),
+) -> tuple[Child, Child, Child]:
+    """rx; the channel dialing it (its dashboard linked to the Rx's and the Tx's APIs) with
+    ``impairments``; the Tx dialing the channel, kept serving after its BYE (``--linger``)."""
+    rx_port, ch_port, tx_port = ports
+    tx_port = tx_port or free_port()  # known up front: the channel's dashboard links to it
+    rx = procs.start("rx", ["receiver", *rx_args, *config], port=rx_port)
+    channel = procs.start(
+        "channel",
+        ["channel", "--rx-url", rx.ws_url, "--rx-api", rx.url,
+         "--tx-api", f"http://127.0.0.1:{tx_port}", *(f"--impair={i}" for i in impairments),
+         *config],
+        port=ch_port,
+    )  # fmt: skip
+    tx = procs.start(
+        "tx", ["transmitter", "--url", channel.ws_url, *tx_args, "--linger", *config], port=tx_port
+    )
+    return rx, channel, tx
+
+
+def config_flags(args: argparse.Namespace) -> list[str]:
     """The link configuration flags given to the demo, passed on to every child."""
 
     flags = []
@@ -274,7 +301,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 def _run_demo(args: argparse.Namespace) -> int:
     started = time.monotonic()
-    config = _config_flags(args)
+    config = config_flags(args)
     impairments = [] if args.no_impairments else (args.impair or list(DEMO_IMPAIRMENTS))
     clip = ["--frames", str(args.frames)]
     quiet = args.json
@@ -296,47 +323,15 @@ def _run_demo(args: argparse.Namespace) -> int:
                 print(f"  {name:8s} {url}/stats  {url}/stats/stream  {url}/metrics")
             print("  starting rx, channel and tx (each loads the codec: a few seconds) …")
             sys.stdout.flush()
-        rx = procs.start(
-            "rx",
-            ["receiver", "--port", str(rx_port), "--reference", args.scenario, *clip, *config],
-            port=rx_port,
-        )
-        channel = procs.start(
-            "channel",
-            [
-                "channel",
-                "--port",
-                str(ch_port),
-                "--rx-url",
-                rx.ws_url,
-                "--rx-api",
-                rx.url,
-                "--tx-api",
-                urls["tx"],
-                *(f"--impair={i}" for i in impairments),
-                *config,
-            ],
-            port=ch_port,
-        )
-        tx = procs.start(
-            "tx",
-            [
-                "transmitter",
-                "--port",
-                str(tx_port),
-                "--url",
-                channel.ws_url,
-                "--scenario",
-                args.scenario,
-                *clip,
-                "--fps",
-                str(args.fps),
-                "--linger",
-                *(["--loop"] if args.loop else []),
-                *config,
-            ],
-            port=tx_port,
-        )
+        rx, channel, tx = start_stack(
+            procs,
+            rx_args=["--reference", args.scenario, *clip],
+            tx_args=["--scenario", args.scenario, *clip, "--fps", str(args.fps),
+                     *(["--loop"] if args.loop else [])],
+            impairments=impairments,
+            config=config,
+            ports=(rx_port, ch_port, tx_port),
+        )  # fmt: skip
         if not quiet:
             print(f"  all three up after {time.monotonic() - started:.1f} s; streaming", flush=True)
         if args.loop:

@@ -37,8 +37,8 @@ from experiments.demo import (
     Child,
     DemoError,
     Processes,
-    _config_flags,
-    free_port,
+    config_flags,
+    start_stack,
     wait_for,
 )
 
@@ -184,7 +184,7 @@ def _soak(args: argparse.Namespace) -> dict[str, Any]:
     interval = args.interval or default_interval(stream_s)
     warmup_s = warmup_seconds(stream_s)
     impairments = args.impair if args.impair is not None else list(DEMO_IMPAIRMENTS)
-    config = _config_flags(args)
+    config = config_flags(args)
     _progress(
         f"{frames} frames of {args.scenario} at {args.fps:g} fps (~{stream_s:.0f} s); "
         f"channel: {', '.join(impairments) or 'perfect'}; starting rx, channel, tx"
@@ -193,38 +193,12 @@ def _soak(args: argparse.Namespace) -> dict[str, Any]:
         tempfile.TemporaryDirectory(prefix="hoplink-soak-") as logs,
         Processes(Path(logs), env=CHILD_ENV) as procs,
     ):
-        tx_port = free_port()  # known up front: the channel's dashboard links to its stats
-        rx = procs.start("rx", ["receiver", *config])
-        channel = procs.start(
-            "channel",
-            [
-                "channel",
-                "--rx-url",
-                rx.ws_url,
-                "--rx-api",
-                rx.url,
-                "--tx-api",
-                f"http://127.0.0.1:{tx_port}",
-                *(f"--impair={i}" for i in impairments),
-                *config,
-            ],
-        )
-        tx = procs.start(
-            "tx",
-            [
-                "transmitter",
-                "--url",
-                channel.ws_url,
-                "--scenario",
-                args.scenario,
-                "--frames",
-                str(frames),
-                "--fps",
-                str(args.fps),
-                "--linger",  # keep serving /stats after BYE
-                *config,
-            ],
-            port=tx_port,
+        rx, channel, tx = start_stack(
+            procs,
+            rx_args=[],
+            tx_args=["--scenario", args.scenario, "--frames", str(frames), "--fps", str(args.fps)],
+            impairments=impairments,
+            config=config,
         )
         children = [rx, channel, tx]
         traces = {c.name: RssTrace(c.name, c.process.pid) for c in children}
