@@ -35,9 +35,10 @@ WORKDIR /app
 COPY pyproject.toml ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt
 # Inside a container the services bind every interface (compose publishes the ports on the
-# host's 127.0.0.1 unless HOPLINK_PUBLISH says otherwise); ports: tx 8001, channel 8002, rx 8003.
+# host's 127.0.0.1 unless HOPLINK_PUBLISH says otherwise). Control ports (REST, metrics,
+# dashboard): tx 8001, channel 8002, rx 8003; link ports (websockets): channel 9002, rx 9003.
 ENV HOPLINK_HOST=0.0.0.0
-EXPOSE 8001 8002 8003
+EXPOSE 8001 8002 8003 9002 9003
 ENTRYPOINT ["hoplink-entrypoint"]
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 CMD ["hoplink-healthcheck"]
 CMD ["hoplink", "--help"]

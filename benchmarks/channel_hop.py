@@ -82,18 +82,20 @@ async def bare_forwarder(target: str):
 
 @asynccontextmanager
 async def channel_process(target: str):
-    """The real channel process (``python -m channel``), no impairments."""
-    port = free_port()
+    """The real channel process (``python -m channel``), no impairments. Yields its link URL,
+    its PID and its REST base."""
+    port, link_port = free_port(), free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HOPLINK_LOG_LEVEL": "warning"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "channel", "--port", str(port), "--rx-url", target],
+        [sys.executable, "-m", "channel", "--port", str(port), "--link-port", str(link_port),
+         "--rx-url", target],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-    )
+    )  # fmt: skip
     try:
         await _wait_healthy(port)
-        yield f"ws://127.0.0.1:{port}/link", proc.pid
+        yield f"ws://127.0.0.1:{link_port}/link", proc.pid, f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -143,7 +145,11 @@ async def throughput(url: str, payload: bytes, count: int) -> float:
 
 async def hop(sizes=(100, 600), count: int = 2000) -> list[dict]:
     rows = []
-    async with echo_sink() as sink, bare_forwarder(sink) as bare, channel_process(sink) as (ch, _):
+    async with (
+        echo_sink() as sink,
+        bare_forwarder(sink) as bare,
+        channel_process(sink) as (ch, _, _),
+    ):
         for size in sizes:
             payload = message_of_size(size)
             direct = percentiles(await round_trips(sink, payload, count))
@@ -386,13 +392,13 @@ async def scale(links=(1, 10, 100, 500), fps: float = 30.0, seconds: float = 3.0
     ``accounting`` holds the channel run's counts: every frame sent is delivered or lost."""
     rows = []
     with ChildProcess("sink") as sink, ChildProcess("forwarder", sink.url) as forwarder:
-        async with channel_process(sink.url) as (channel_url, channel_pid):
+        async with channel_process(sink.url) as (channel_url, channel_pid, channel_api):
             for n in links:
                 direct = await scale_run(sink.url, sink, n, fps, seconds)
                 bare = await scale_run(forwarder.url, sink, n, fps, seconds, forwarder.pid)
-                before = await _frames_counted(channel_url)
+                before = await _frames_counted(channel_api)
                 run = await scale_run(channel_url, sink, n, fps, seconds, channel_pid)
-                after = await _frames_counted(channel_url)
+                after = await _frames_counted(channel_api)
                 accounting = {k: run[k] for k in ("sent", "delivered", "lost", "refused", "legs")}
                 accounting["channel_frames_in"] = after[0] - before[0]
                 accounting["channel_frames_out"] = after[1] - before[1]
@@ -422,9 +428,8 @@ async def scale(links=(1, 10, 100, 500), fps: float = 30.0, seconds: float = 3.0
     return rows
 
 
-async def _frames_counted(channel_url: str) -> tuple[int, int]:
+async def _frames_counted(base: str) -> tuple[int, int]:
     """NEW messages the channel took in and sent on so far (summed over its links)."""
-    base = channel_url.replace("ws://", "http://").removesuffix("/link")
     forward = (await asyncio.to_thread(get_json, f"{base}/stats"))["directions"]["tx_to_rx"]
     return forward["types_in"].get("new", 0), forward["types_out"].get("new", 0)
 

@@ -1,6 +1,9 @@
 """The channel process: a websocket proxy between Tx and Rx that impairs the link, plus REST.
 
-Each Tx connects to ``/link``; for each Tx link the channel dials the Rx (``--rx-url``), and one
+Data plane and control plane apart (as in Toxiproxy): each Tx connects to the link port
+(``--link-port``, ``ws://host:9002/link``), served by the websockets library
+(:class:`shared.service.LinkServer`); the REST API, metrics and dashboard are on ``--port``. For
+each Tx link the channel dials the Rx (``--rx-url``), and one
 process carries up to ``--max-links`` links at once (beyond that a Tx is refused with 4004). Each
 link has its own :class:`ChannelCore`, seeded with the channel's seed and the link's number, so
 links draw independent, reproducible impairments from the same settings (the REST API edits those
@@ -41,9 +44,10 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Request, WebSocket
+from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, Field
 from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from channel import metrics
@@ -57,6 +61,8 @@ from shared.protocol.security import check_control_binding, require_control_toke
 from shared.service import (
     ChannelSettings,
     Health,
+    LinkServer,
+    RxSettings,
     create_app,
     dial_link,
     get_service,
@@ -170,7 +176,7 @@ class _Link:
         self,
         number: int,
         core: ChannelCore,
-        tx: WebSocket,
+        tx: ServerConnection,
         rx: ClientConnection,
         machine: LinkStateMachine,
     ) -> None:
@@ -178,7 +184,7 @@ class _Link:
         self.core = core
         self.tx, self.rx = tx, rx
         self.machine = machine
-        self.outboxes = {"tx_to_rx": Outbox(rx.send), "rx_to_tx": Outbox(tx.send_bytes)}
+        self.outboxes = {"tx_to_rx": Outbox(rx.send), "rx_to_tx": Outbox(tx.send)}
         self._wake = asyncio.Event()
         self._next_poll: float | None = None
 
@@ -187,8 +193,8 @@ class _Link:
         (up to ``flush_timeout``), then close it alike. Returns (code, reason, closed by)."""
         tasks = [asyncio.create_task(outbox.run()) for outbox in self.outboxes.values()]
         tasks.append(asyncio.create_task(self._poll_loop()))
-        from_tx = asyncio.create_task(self._pump_tx(), name="channel-from-tx")
-        from_rx = asyncio.create_task(self._pump_rx(), name="channel-from-rx")
+        from_tx = asyncio.create_task(self._pump(self.tx, "tx_to_rx"), name="channel-from-tx")
+        from_rx = asyncio.create_task(self._pump(self.rx, "rx_to_tx"), name="channel-from-rx")
         try:
             done, _ = await asyncio.wait({from_tx, from_rx}, return_when=asyncio.FIRST_COMPLETED)
             first = done.pop()
@@ -197,11 +203,8 @@ class _Link:
             log.info("link %d: %s closed it (%d %s)", self.number, closer, code, reason)
             await self._flush(other, flush_timeout)
             sent_code, sent_reason = _UNSENDABLE.get(code, (code, reason))
-            if closer == "tx":
-                await self.rx.close(sent_code, sent_reason)
-            else:
-                with contextlib.suppress(Exception):
-                    await self.tx.close(sent_code, sent_reason)
+            with contextlib.suppress(Exception):
+                await (self.rx if closer == "tx" else self.tx).close(sent_code, sent_reason)
             return code, reason, closer
         finally:
             for task in (from_tx, from_rx, *tasks):
@@ -225,28 +228,21 @@ class _Link:
 
     # -- the data path ----------------------------------------------------------------------------
 
-    async def _pump_tx(self) -> tuple[int, str]:
+    async def _pump(self, source: ServerConnection | ClientConnection, direction: str):
+        """Carry what ``source`` sends until it closes; returns its (code, reason)."""
         loop = asyncio.get_running_loop()
-        while True:
-            event = await self.tx.receive()
-            if event["type"] == "websocket.disconnect":
-                return event.get("code", 1005), event.get("reason") or ""
-            data = event.get("bytes")
-            if data is None:  # text is not our protocol; forward it as bytes for the Rx to reject
-                data = (event.get("text") or "").encode()
-            await self._forward("tx_to_rx", data, loop.time())
-
-    async def _pump_rx(self) -> tuple[int, str]:
-        loop = asyncio.get_running_loop()
+        forward = self._forward
         try:
-            async for data in self.rx:
-                if isinstance(data, str):
+            async for data in source:
+                if isinstance(data, str):  # text is not our protocol: the far end rejects it
                     data = data.encode()
-                await self._forward("rx_to_tx", data, loop.time())
+                await forward(direction, data, loop.time())
         except ConnectionClosed:
             pass
-        close = self.rx.protocol.close_rcvd
-        return (close.code, close.reason) if close else (1006, "receiver connection lost")
+        close = source.protocol.close_rcvd
+        if close is not None:
+            return close.code, close.reason
+        return 1006, ("transmitter" if direction == "tx_to_rx" else "receiver") + " connection lost"
 
     async def _forward(self, direction: str, data: bytes, now: float) -> None:
         outbox = self.outboxes[direction]
@@ -448,8 +444,7 @@ class ChannelService:
             return LinkState.STREAMING
         return LinkState.CONNECTING if self.dialing else LinkState.IDLE
 
-    async def serve_link(self, tx: WebSocket) -> None:
-        await tx.accept()
+    async def serve_link(self, tx: ServerConnection) -> None:
         cap = self.settings.max_links
         if len(self.open) + self.dialing >= cap:
             self.links_refused += 1
@@ -658,16 +653,9 @@ def startup_impairments(settings: ChannelSettings) -> Iterable[tuple[str, str, d
 
 # --- app and entry point -------------------------------------------------------------------------
 
-link_router = APIRouter(tags=["link"])
 # POST needs the bearer token when one is set, and a same-origin caller. The impairments'
 # routes are in channel/control.py.
 control = APIRouter(tags=["events"], dependencies=[Depends(require_control_token)])
-
-
-@link_router.websocket("/link")
-async def link_endpoint(ws: WebSocket) -> None:
-    """The Tx's side of the link; the channel dials the Rx for each Tx link."""
-    await get_service(ws).serve_link(ws)
 
 
 @control.post(
@@ -688,7 +676,8 @@ async def post_corrupt(request: Request, event: CorruptEvent) -> CorruptResult:
 def build_app(config: LinkConfig, settings: ChannelSettings):
     service = ChannelService(config, settings)
     page = page_config(
-        rx_api=settings.rx_api or http_base(settings.rx_url),
+        rx_api=settings.rx_api
+        or http_base(settings.rx_url, RxSettings.model_fields["port"].default),
         tx_api=settings.tx_api,
         directions=DIRECTIONS,
         corrupt={"rho": 1.0, "sigma": MAX_CORRUPT_SIGMA},
@@ -697,9 +686,10 @@ def build_app(config: LinkConfig, settings: ChannelSettings):
         service,
         ChannelStats,
         title="hoplink channel",
-        routers=[link_router, impairments_router, control, dashboard_router(page)],
+        routers=[impairments_router, control, dashboard_router(page)],
         stats_interval=settings.stats_interval,
         metrics=metrics.collectors(service.snapshot),  # channel/metrics.py
+        link=LinkServer(service.serve_link, settings),  # the Tx's side; an Rx leg dialed for each
     )
 
 

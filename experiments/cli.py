@@ -832,18 +832,18 @@ COMMANDS: dict[str, Command] = {
         _soak_arguments,
     ),
     "rx": Command(
-        "run the receiver process (websocket /link, REST on 8003)",
+        "run the receiver process (link ws://…:9003/link, REST on 8003)",
         "hoplink rx --port 8003 --reference low_motion",
         _service_arguments(RxSettings, cmd_rx),
     ),
     "tx": Command(
         "run the transmitter process (streams to --url, REST on 8001)",
-        "hoplink tx --url ws://127.0.0.1:8002/link --scenario low_motion --frames 120",
+        "hoplink tx --url ws://127.0.0.1:9002/link --scenario low_motion --frames 120",
         _service_arguments(TxSettings, cmd_tx),
     ),
     "channel": Command(
-        "run the channel proxy (Tx-side /link, impairment REST API on 8002)",
-        "hoplink channel --rx-url ws://127.0.0.1:8003/link --impair tx_to_rx.loss.probability=0.01",
+        "run the channel proxy (Tx-side link on 9002, impairment REST API on 8002)",
+        "hoplink channel --rx-url ws://127.0.0.1:9003/link --impair tx_to_rx.loss.probability=0.01",
         _service_arguments(ChannelSettings, cmd_channel),
     ),
 }

@@ -78,7 +78,8 @@ def request_json(method: str, url: str, body: Any = None, timeout: float = 5.0) 
 @dataclass
 class Child:
     name: str
-    port: int
+    port: int  # REST
+    link_port: int  # the link websocket (rx and channel serve it; the Tx dials)
     process: subprocess.Popen
     log_path: Path
 
@@ -88,7 +89,7 @@ class Child:
 
     @property
     def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/link"
+        return f"ws://127.0.0.1:{self.link_port}/link"
 
     def stats(self) -> dict[str, Any]:
         return get_json(f"{self.url}/stats")
@@ -113,6 +114,7 @@ class Processes:
         argv: list[str],
         *,
         port: int | None = None,
+        link_port: int | None = None,
         env: dict[str, str] | None = None,
         wait: bool = True,
         timeout: float = 60.0,
@@ -120,15 +122,19 @@ class Processes:
     ) -> Child:
         """Start ``argv`` (``[module-or-executable, args…]``); wait for its /healthz."""
         port = port or free_port()
+        while link_port is None or link_port == port:  # two picks of the OS may meet
+            link_port = free_port()
         key = key or name
         log_path = self.log_dir / f"{key}.log"
-        # The port goes by environment (HOPLINK_PORT), so any service command takes it.
+        # The ports go by environment (HOPLINK_PORT, HOPLINK_LINK_PORT), so any service command
+        # takes them (the Tx has no link port and ignores it).
         child_env = {
             **os.environ,
             "OMP_NUM_THREADS": "1",
             **self.env,
             **(env or {}),
             "HOPLINK_PORT": str(port),
+            "HOPLINK_LINK_PORT": str(link_port),
         }
         command = argv if argv[0] == sys.executable else [sys.executable, "-m", *argv]
         with open(log_path, "wb") as log:
@@ -139,7 +145,7 @@ class Processes:
                 env=child_env,
                 start_new_session=True,  # Ctrl-C reaches the demo, which stops the children
             )
-        child = Child(name, port, process, log_path)
+        child = Child(name, port, link_port, process, log_path)
         self.children[key] = child
         if wait:
             self.wait_healthy(child, timeout)

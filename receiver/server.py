@@ -1,4 +1,7 @@
-"""The receiver process: a websocket endpoint ``/link`` feeding :class:`ReceiverCore`, plus REST.
+"""The receiver process: the link websocket feeding :class:`ReceiverCore`, plus REST.
+
+The link is served on its own port (``--link-port``, ``ws://host:9003/link``) by the websockets
+library (:class:`shared.service.LinkServer`); REST, SSE and metrics on ``--port`` by uvicorn.
 
 One link at a time. The first message must be a HELLO with our protocol version, link config
 digest and codec digest; a mismatch is answered with an ERROR and a close code (4000-4003, see
@@ -38,8 +41,10 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from fastapi import APIRouter, Request, WebSocket
+from fastapi import APIRouter, Request
 from pydantic import BaseModel
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
 
 from receiver.core import RxStep
 from receiver.metrics import RxMetrics
@@ -92,6 +97,7 @@ from shared.protocol.security import (
 from shared.service import (
     FrameLog,
     Health,
+    LinkServer,
     RxSettings,
     create_app,
     finite,
@@ -104,7 +110,6 @@ log = logging.getLogger("hoplink.rx")
 
 TIMELINE_FRAMES = 300  # recent frames kept for a dashboard
 SUMMARY_WINDOW = 20_000  # link figures cover the last this many settled frames (bounded cost)
-DECODE_CACHE_FRAMES = 4096  # decoded frames kept for repeated latents (hits), then started anew
 
 
 # --- one session's bookkeeping (no I/O) ----------------------------------------------------------
@@ -387,13 +392,12 @@ class RxService:
             if settings.reference
             else None
         )
-        self.decoder = DecodeCache(self.codec)
-        self._decoded = 0
+        self.decoder = DecodeCache(self.codec)  # bounded in bytes (shared/codec/cache.py)
         self.metrics = RxMetrics()  # receiver/metrics.py: what GET /metrics serves
         self.session = self._new_session(0)
         self.sessions = 0
         self.machine = LinkStateMachine()  # the link's state (one link at a time)
-        self.link: WebSocket | None = None
+        self.link: ServerConnection | None = None
         self.links_accepted = 0
         self.refusals: dict[str, int] = {}
         self.last_close: tuple[int, str] | None = None
@@ -455,11 +459,10 @@ class RxService:
     def state(self) -> LinkState:
         return self.machine.state
 
-    async def serve_link(self, ws: WebSocket) -> None:
+    async def serve_link(self, ws: ServerConnection) -> None:
         """A socket takes the link slot only once its HELLO passed: until then it is one of at
         most ``--preauth-max`` unauthenticated sockets, each with ``--hello-timeout`` to send
         its HELLO, so idle or slow strangers cannot keep the real Tx out."""
-        await ws.accept()
         if self._preauth >= self.settings.preauth_max:
             self._refused(CloseCode.LINK_BUSY, "preauth_full")
             with contextlib.suppress(Exception):
@@ -494,16 +497,13 @@ class RxService:
             self._auth = None
             self.machine.handle(LinkEvent.HANG_UP)
 
-    async def _read_hello(self, ws: WebSocket) -> tuple[Hello, bytes] | None:
+    async def _read_hello(self, ws: ServerConnection) -> tuple[Hello, bytes] | None:
         """The socket's first message, a valid HELLO (MAC, nonce, version, digests), or None
         once it was refused (counted, answered with an ERROR and a close code)."""
         try:
             async with asyncio.timeout(self.settings.hello_timeout):
-                event = await ws.receive()
-            if event["type"] == "websocket.disconnect":
-                return None
-            data = event.get("bytes")
-            if data is None:
+                data = await ws.recv()
+            if isinstance(data, str):
                 raise HandshakeError(CloseCode.PROTOCOL_ERROR, "expected a binary HELLO frame")
             try:
                 hello = decode(data)
@@ -520,6 +520,8 @@ class RxService:
             except AuthError as exc:
                 raise HandshakeError(CloseCode.AUTH_FAILED, str(exc)) from None
             check_hello(hello, "tx", self.config_digest, self.codec.digest)
+        except ConnectionClosed:
+            return None
         except TimeoutError:  # transient for a real Tx (a long channel delay): it retries
             await self._refuse(ws, HandshakeError(CloseCode.HELLO_TIMEOUT, "no hello in time"))
             return None
@@ -552,11 +554,11 @@ class RxService:
         self._follow_digest()  # a resumed session may still disagree with the Tx
         log.info("link open (session %d)", self.session.number)
 
-    async def _refuse(self, ws: WebSocket, exc: HandshakeError) -> None:
+    async def _refuse(self, ws: ServerConnection, exc: HandshakeError) -> None:
         log.warning("link refused (%d): %s", exc.code, exc.detail)
         self._refused(exc.code)
         with contextlib.suppress(Exception):
-            await ws.send_bytes(encode(Error(code=exc.error_code, reason=exc.detail)))
+            await ws.send(encode(Error(code=exc.error_code, reason=exc.detail)))
             await ws.close(exc.code, exc.reason)
 
     def _refused(self, code: CloseCode, key: str | None = None) -> None:
@@ -564,18 +566,19 @@ class RxService:
         self.refusals[key] = self.refusals.get(key, 0) + 1
         self.last_close = (int(code), key)
 
-    async def _stream(self, ws: WebSocket) -> None:
+    async def _stream(self, ws: ServerConnection) -> None:
         while True:
-            event = await ws.receive()
-            if event["type"] == "websocket.disconnect":
-                self.last_close = (event.get("code", 1005), event.get("reason") or "")
+            try:
+                data = await ws.recv()
+            except ConnectionClosed as exc:
+                close = exc.rcvd
+                self.last_close = (close.code, close.reason) if close else (1006, "")
                 log.info("link closed by peer: %s %s", *self.last_close)
                 return
-            data = event.get("bytes")
             session = self.session
             session.traffic.messages_in += 1
-            if data is None:
-                self._count_in(len(event.get("text") or ""))
+            if isinstance(data, str):
+                self._count_in(len(data.encode()))
                 await self._bad_input(ProtocolError("text frame: messages are binary msgpack"))
                 continue
             self._count_in(len(data))
@@ -661,7 +664,7 @@ class RxService:
         try:
             async with self._send_lock:
                 data = body if self._auth is None else self._auth.seal(body)
-                await ws.send_bytes(data)
+                await ws.send(data)
         except Exception:  # the peer went away (the receive loop sees the close), or the
             t.replies_dropped += 1  # counter ran out (the Tx opens a new link)
             return
@@ -703,10 +706,7 @@ class RxService:
         """Decode shown latents to pixels and compare with the reference (worker thread)."""
         for session, record, latent in batch:
             session.quality_done += 1
-            if self._decoded >= DECODE_CACHE_FRAMES:
-                self.decoder, self._decoded = DecodeCache(self.codec), 0
             shown = self.decoder(latent)
-            self._decoded += 1
             if self._recorder is not None:
                 self._recorder.write(shown)
             self.metrics.frame_shown(
@@ -856,12 +856,6 @@ async def thumbnails(request: Request) -> Thumbnails:
     return get_service(request).thumbnails()
 
 
-@router.websocket("/link")
-async def link(ws: WebSocket) -> None:
-    """The link: HELLO, then HIT/NEW/REFRESH/DIGEST/BYE in, REFRESH_REQUEST/ERROR out."""
-    await get_service(ws).serve_link(ws)
-
-
 def build_app(config: LinkConfig, settings: RxSettings, codec: Codec | None = None):
     service = RxService(config, settings, codec)
     return create_app(
@@ -871,6 +865,7 @@ def build_app(config: LinkConfig, settings: RxSettings, codec: Codec | None = No
         routers=[router],
         stats_interval=settings.stats_interval,
         metrics=service.metrics.collectors(service.snapshot),
+        link=LinkServer(service.serve_link, settings),  # HELLO, then HIT/NEW/… in, replies out
     )
 
 

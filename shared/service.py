@@ -27,7 +27,7 @@ import logging
 import math
 import sys
 import types
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError
@@ -48,6 +48,11 @@ log = logging.getLogger("hoplink.service")
 # reaches shared.protocol.messages.decode and gets a counted, clear error instead of killing the
 # link (1009).
 WS_MAX_SIZE = 4 * MAX_MESSAGE_BYTES
+# Data plane and control plane apart (DESIGN "Processes, ports"): the link websockets have ports
+# of their own, served by the websockets library; REST, SSE, metrics and the dashboard by uvicorn.
+CHANNEL_LINK_PORT = 9002
+RX_LINK_PORT = 9003
+LINK_PATH = "/link"
 MIN_STATS_INTERVAL = 0.05  # seconds: the fastest any /stats/stream reader is fed
 DEFAULT_STREAM_READERS = 16  # /stats/stream readers per process (ServiceSettings)
 
@@ -59,6 +64,68 @@ async def dial_link(url: str) -> ClientConnection:
     return await connect(
         url, compression=None, max_size=WS_MAX_SIZE, open_timeout=5, close_timeout=2
     )
+
+
+class LinkServer:
+    """The data plane of a process that is dialed (the Rx, the channel): the link websocket on
+    its own port (``--link-port``), served by the websockets library's asyncio server, so that no
+    ASGI layer sits on the hot path. Same options as :func:`dial_link`; a request for another
+    path gets 404, one whose Host or Origin is not allowed gets 403 (the guard of the REST
+    port), and ``--http-header-timeout`` bounds the opening handshake (slowloris). ``reuse_port``
+    lets several processes share the port (SO_REUSEPORT: the kernel spreads the links)."""
+
+    def __init__(
+        self,
+        handler: Callable[[Any], Awaitable[None]],
+        settings: "ServiceSettings",
+        *,
+        reuse_port: bool = False,
+    ) -> None:
+        self._handler = handler
+        self._settings = settings
+        self._reuse_port = reuse_port
+        self._guard = HostGuard(None, settings.allowed_hosts)
+        self._server: Any = None
+        self.port: int | None = None
+        self.refused = 0  # opening handshakes turned away (path, Host or Origin)
+
+    async def start(self) -> None:
+        from websockets.asyncio.server import serve
+
+        host, port = self._settings.host, getattr(self._settings, "link_port", 0)
+        try:
+            self._server = await serve(
+                self._handler,
+                host,
+                port,
+                compression=None,
+                max_size=WS_MAX_SIZE,
+                open_timeout=self._settings.http_header_timeout,
+                close_timeout=2,
+                process_request=self._check,
+                reuse_port=self._reuse_port,
+            )
+        except OSError as exc:
+            raise ConfigError(f"cannot serve the link on {host}:{port}: {exc}") from None
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("link on ws://%s:%d%s", host, self.port, LINK_PATH)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def _check(self, connection: Any, request: Any) -> Any:
+        if request.path.partition("?")[0] != LINK_PATH:
+            self.refused += 1
+            return connection.respond(404, f"the link is at {LINK_PATH}\n")
+        why = self._guard.why_refused_names(
+            request.headers.get("Host", ""), request.headers.get("Origin")
+        )
+        if why is not None:
+            self.refused += 1
+            return connection.respond(403, why + "\n")
+        return None
 
 
 class FrameLog:
@@ -92,7 +159,7 @@ class ServiceSettings(BaseSettings):
     host: str = Field("127.0.0.1", description="address to bind (0.0.0.0 inside containers)")
     port: int = Field(0, ge=0, le=65535, description="TCP port of the REST API (and websocket)")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
-        "warning", description="log level"
+        "info", description="log level (info: where it listens and dials, links opened and closed)"
     )
     stats_interval: float = Field(
         0.5,
@@ -126,7 +193,10 @@ class ServiceSettings(BaseSettings):
 
 
 class RxSettings(ServiceSettings):
-    port: int = Field(8003, ge=0, le=65535, description="TCP port of /link and the REST API")
+    port: int = Field(8003, ge=0, le=65535, description="TCP port of the REST API and dashboard")
+    link_port: int = Field(
+        RX_LINK_PORT, ge=0, le=65535, description="TCP port of the link websocket (ws://…/link)"
+    )
     reference: str | None = Field(
         None,
         description="ground truth for PSNR/SSIM: a scenario name or a video path, regenerated "
@@ -169,8 +239,8 @@ class RxSettings(ServiceSettings):
 class TxSettings(ServiceSettings):
     port: int = Field(8001, ge=0, le=65535, description="TCP port of the REST API")
     url: str = Field(
-        "ws://127.0.0.1:8002/link",
-        description="websocket of the link: the channel (default) or the Rx directly",
+        f"ws://127.0.0.1:{CHANNEL_LINK_PORT}/link",
+        description="websocket of the link: the channel's link port (default) or the Rx's",
     )
     scenario: str = Field("low_motion", description="scenario name or video file to stream")
     frames: int | None = Field(None, ge=1, description="frames to stream (default: the source's)")
@@ -205,8 +275,16 @@ class TxSettings(ServiceSettings):
 
 
 class ChannelSettings(ServiceSettings):
-    port: int = Field(8002, ge=0, le=65535, description="TCP port of /link and the REST API")
-    rx_url: str = Field("ws://127.0.0.1:8003/link", description="websocket of the Rx")
+    port: int = Field(8002, ge=0, le=65535, description="TCP port of the REST API and dashboard")
+    link_port: int = Field(
+        CHANNEL_LINK_PORT,
+        ge=0,
+        le=65535,
+        description="TCP port of the Tx's link websocket (ws://…/link)",
+    )
+    rx_url: str = Field(
+        f"ws://127.0.0.1:{RX_LINK_PORT}/link", description="link websocket of the Rx"
+    )
     impair: list[str] = Field(
         default_factory=list,
         description="impairment at startup as DIRECTION.NAME.ATTR=VALUE (repeatable), e.g. "
@@ -239,7 +317,7 @@ class ChannelSettings(ServiceSettings):
     rx_api: str | None = Field(
         None,
         description="the Rx's REST base URL as a browser reaches it, for the dashboard "
-        "(default: derived from --rx-url)",
+        "(default: --rx-url's host on the Rx's default REST port 8003)",
     )
     tx_api: str | None = Field(
         None, description="the Tx's REST base URL as a browser reaches it, for the dashboard"
@@ -378,6 +456,7 @@ def create_app(
     routers: Iterable["APIRouter"] = (),
     stats_interval: float = 0.5,
     metrics: Iterable[Any] = (),
+    link: LinkServer | None = None,
 ) -> "FastAPI":
     """A FastAPI app around ``service``: lifespan start/stop plus the common endpoints.
 
@@ -385,7 +464,8 @@ def create_app(
     fail with a clear message instead of an app-startup traceback; its tasks and sockets are
     created in the lifespan and reached by routes through ``get_service``. ``metrics`` are the
     process's collectors (declared families and histograms, :mod:`shared.metrics`), registered
-    in the app's own registry.
+    in the app's own registry. ``link``: the process's data plane, started after the service
+    and stopped after it (its port is open before the REST port answers).
     """
     collectors = tuple(metrics)  # (the route below is named metrics)
     from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
@@ -404,12 +484,22 @@ def create_app(
         app.state.registry = registry
         app.state.exit_code = 0
         await service.start()
+        if link is not None:
+            try:
+                await link.start()
+            except ConfigError as exc:
+                log.error("%s", exc)
+                await service.stop()
+                raise
+        app.state.link = link
         watcher = asyncio.create_task(_exit_when_finished(app, service))
         try:
             yield
         finally:
             watcher.cancel()
             await service.stop()
+            if link is not None:
+                await link.stop()
 
     app = FastAPI(title=title, lifespan=lifespan)
 

@@ -142,11 +142,11 @@ def service_app(kind: str):
         from channel.server import build_app
         from shared.service import ChannelSettings
 
-        return build_app(config, ChannelSettings(control_token=CONTROL_TOKEN))
+        return build_app(config, ChannelSettings(control_token=CONTROL_TOKEN, link_port=0))
     from receiver.server import build_app
     from shared.service import RxSettings
 
-    return build_app(config, RxSettings())
+    return build_app(config, RxSettings(link_port=0))
 
 
 _CLIENTS: dict[str, Any] = {}

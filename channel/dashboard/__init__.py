@@ -39,11 +39,14 @@ def asset(name: str) -> bytes:
     return resources.files(__package__).joinpath(name).read_bytes()
 
 
-def http_base(ws_url: str) -> str:
-    """``ws://host:port/link`` -> ``http://host:port`` (``wss`` -> ``https``)."""
+def http_base(ws_url: str, port: int) -> str:
+    """The REST base of the process whose link is ``ws_url``, on its REST ``port``:
+    ``ws://host:9003/link`` -> ``http://host:8003`` (``wss`` -> ``https``)."""
     parts = urlsplit(ws_url)
     scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
-    return urlunsplit((scheme, parts.netloc, "", "", ""))
+    host = parts.hostname or "127.0.0.1"
+    host = f"[{host}]" if ":" in host else host
+    return urlunsplit((scheme, f"{host}:{port}", "", "", ""))
 
 
 def dashboard_router(config: dict[str, Any]) -> APIRouter:

@@ -272,18 +272,28 @@ class HostGuard:
         )
 
     def why_refused(self, headers: Any) -> str | None:
-        """The reason to refuse a request with these (name, value) byte headers, or None."""
+        """The reason to refuse a request with these ASGI (name, value) byte headers, or None."""
+        values = {name: value for name, value in headers if name in (b"host", b"origin")}
+        origin = values.get(b"origin")
+        return self.why_refused_names(
+            values.get(b"host", b"").decode("latin-1"),
+            None if origin is None else origin.decode("latin-1"),
+        )
+
+    def why_refused_names(self, host: str, origin: str | None) -> str | None:
+        """The reason to refuse a request naming ``host`` (and ``origin``), or None."""
         from urllib.parse import urlsplit
 
-        values = {name: value for name, value in headers if name in (b"host", b"origin")}
-        host = values.get(b"host", b"").decode("latin-1")
         if not self.allows(_host_name(host)):
             return f"host {host!r} is not allowed (loopback or --allowed-hosts)"
-        origin = values.get(b"origin")
         if origin is not None:
-            parts = urlsplit(origin.decode("latin-1"))
-            if parts.scheme not in ("http", "https") or not self.allows(parts.hostname):
-                return f"origin {origin.decode('latin-1')!r} is not allowed"
+            try:
+                parts = urlsplit(origin)
+                allowed = parts.scheme in ("http", "https") and self.allows(parts.hostname)
+            except ValueError:  # not a URL at all (an unclosed "[", a bad port)
+                allowed = False
+            if not allowed:
+                return f"origin {origin!r} is not allowed"
         return None
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:

@@ -30,7 +30,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def _client(**settings) -> TestClient:
-    return TestClient(build_app(CONFIG, ChannelSettings(**settings)))
+    return TestClient(build_app(CONFIG, ChannelSettings(link_port=0, **settings)))
 
 
 def test_impairments_are_added_read_updated_and_removed_by_name() -> None:
@@ -180,7 +180,7 @@ def test_two_impairments_of_one_type_run_in_the_order_added_with_their_own_draws
 
 CONTROL_PATHS = r"^/impairments|^/events/"
 control_schema = schemathesis.openapi.from_asgi(
-    "/openapi.json", build_app(CONFIG, ChannelSettings(control_token=TOKEN))
+    "/openapi.json", build_app(CONFIG, ChannelSettings(control_token=TOKEN, link_port=0))
 ).include(path_regex=CONTROL_PATHS)
 _apps: dict[str, TestClient] = {}
 

@@ -473,7 +473,7 @@ def test_bad_attributes_and_arguments_are_named():
 
 
 def test_rest_api_sets_phy_through_the_registry():
-    app = build_app(CONFIG, ChannelSettings(impair=[], channel_impairments={}))
+    app = build_app(CONFIG, ChannelSettings(impair=[], channel_impairments={}, link_port=0))
     with TestClient(app) as client:
         attributes = {"snr_db": 7, "modulation": "16qam", "channel": "rayleigh", "types": ["new"]}
         response = client.post(

@@ -12,7 +12,7 @@ CONFIG = build_config({"seed": 0, "threshold": 0.99}, read_env=False)
 
 
 def _channel_client(**settings):
-    return TestClient(build_app(CONFIG, ChannelSettings(**settings)))
+    return TestClient(build_app(CONFIG, ChannelSettings(link_port=0, **settings)))
 
 
 def test_control_api_needs_the_token_when_one_is_set() -> None:

@@ -89,8 +89,10 @@ def test_compose_file_is_consistent() -> None:
         env = service["environment"]
         port = env["HOPLINK_PORT"]
         assert env["HOPLINK_HOST"] == "0.0.0.0"
-        # Published on the host's loopback unless the user opts in (HOPLINK_PUBLISH).
-        assert service["ports"] == [f"${{HOPLINK_PUBLISH:-127.0.0.1}}:{port}:{port}"]
+        # Published on the host's loopback unless the user opts in (HOPLINK_PUBLISH): the
+        # control port, and the channel's link port (a Tx on the host may stream through it).
+        published = [port] + ([env["HOPLINK_LINK_PORT"]] if name == "channel" else [])
+        assert service["ports"] == [f"${{HOPLINK_PUBLISH:-127.0.0.1}}:{p}:{p}" for p in published]
         # The image's own HEALTHCHECK (GET /healthz on HOPLINK_PORT), polled faster.
         assert "test" not in service["healthcheck"]
         assert service["command"][:2] == ["hoplink", name]
@@ -114,13 +116,18 @@ def test_compose_file_is_consistent() -> None:
 
 def test_compose_services_stream_end_to_end(tmp_path: Path) -> None:
     services = load_compose()["services"]
-    container_ports = {name: str(s["environment"]["HOPLINK_PORT"]) for name, s in services.items()}
-    local_ports = {name: free_port() for name in services}
+    # (service, port variable) -> (port in the container, free port here)
+    ports = {
+        (name, key): (str(value), free_port())
+        for name, s in services.items()
+        for key, value in s["environment"].items()
+        if key in ("HOPLINK_PORT", "HOPLINK_LINK_PORT")
+    }
 
     def localize(value: object) -> str:
         text = str(value)
-        for name, port in container_ports.items():
-            text = re.sub(rf"//{name}:{port}\b", f"//127.0.0.1:{local_ports[name]}", text)
+        for (name, _), (port, local) in ports.items():
+            text = re.sub(rf"//{name}:{port}\b", f"//127.0.0.1:{local}", text)
         return text
 
     with Processes(tmp_path) as procs:
@@ -128,11 +135,18 @@ def test_compose_services_stream_end_to_end(tmp_path: Path) -> None:
         for name in start_order(services):
             service = services[name]
             env = {key: localize(value) for key, value in service["environment"].items()}
-            env.update(HOPLINK_HOST="127.0.0.1", HOPLINK_PORT=str(local_ports[name]))
+            env.update(HOPLINK_HOST="127.0.0.1")
             command = [str(part) for part in service["command"]]
             assert command[0] == "hoplink"
             argv = [sys.executable, "-m", "experiments.cli", *command[1:]]
-            children[name] = procs.start(name, argv, port=local_ports[name], env=env)
+            link = ports.get((name, "HOPLINK_LINK_PORT"))
+            children[name] = procs.start(
+                name,
+                argv,
+                port=ports[name, "HOPLINK_PORT"][1],
+                link_port=link[1] if link else None,
+                env=env,
+            )
         frames = int(services["tx"]["environment"]["HOPLINK_FRAMES"])
         tx = wait_for(lambda: (s := children["tx"].stats())["link"]["finished"] and s, 60, "tx")
 

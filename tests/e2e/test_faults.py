@@ -45,7 +45,7 @@ def test_rx_killed_mid_stream_and_restarted(tmp_path: Path) -> None:
     env = {"HOPLINK_LOG_LEVEL": "warning", "HOPLINK_SEED": "0", "HOPLINK_THRESHOLD": "0.99"}
     with Processes(tmp_path, env=env) as procs:
         rx = procs.start("rx", ["receiver"])
-        port = rx.port
+        ports = {"port": rx.port, "link_port": rx.link_port}
         channel = procs.start("channel", ["channel", "--rx-url", rx.ws_url])
         tx = procs.start(
             "tx",
@@ -72,7 +72,7 @@ def test_rx_killed_mid_stream_and_restarted(tmp_path: Path) -> None:
         rx.process.wait(10)
         procs.children.pop("rx")
         wait_for(lambda: tx.stats()["traffic"]["reconnects"] >= 1, 30, "the Tx to notice")
-        rx = procs.start("rx", ["receiver"], port=port)
+        rx = procs.start("rx", ["receiver"], **ports)
         tx_stats = wait_for(lambda: (s := tx.stats())["link"]["finished"] and s, 90, "the Tx")
 
         def rx_done() -> dict | None:

@@ -495,8 +495,8 @@ def test_a_killed_and_restarted_rx_counts_earlier_frames_before_restart_not_lost
     where its stream is; the new Rx counts the frames before it as before_restart (it cannot know
     what the dead one made of them), none as lost, and its outcomes add up to what the Tx sent."""
     procs, frames = bench.procs, 240
-    port = free_port()
-    rx = procs.start("rx", ["receiver"], port=port, key="rx-dies")
+    ports = {"port": free_port(), "link_port": free_port()}
+    rx = procs.start("rx", ["receiver"], **ports, key="rx-dies")
     tx = procs.start(
         "tx",
         ["transmitter", "--url", rx.ws_url, "--frames", str(frames), "--fps", "30", "--linger"],
@@ -508,7 +508,7 @@ def test_a_killed_and_restarted_rx_counts_earlier_frames_before_restart_not_lost
         rx.process.kill()  # kill -9: no BYE, no close frame
         rx.process.wait(10)
         procs.children.pop("rx-dies")
-        rx = procs.start("rx", ["receiver"], port=port, key="rx-restarted-at-once")
+        rx = procs.start("rx", ["receiver"], **ports, key="rx-restarted-at-once")
         sent = wait_for(lambda: (s := tx.stats())["link"]["finished"] and s, 90, "the Tx")
         stats = wait_for(lambda: (s := rx.stats())["link"]["session_ended"] and s, 15, "BYE")
     finally:

@@ -30,7 +30,7 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tupl
             [
                 "channel",
                 "--rx-url",
-                f"ws://127.0.0.1:{rx.port}/link",
+                rx.ws_url,
                 "--impair",
                 "tx_to_rx.loss.probability=0.1",
                 "--impair",

@@ -59,8 +59,7 @@ def link(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Link]:
     logs = tmp_path_factory.mktemp("e2e-logs")
     with Processes(Path(logs), env=LINK_ENV) as procs:
         rx = procs.start("rx", ["receiver", "--reference", SCENARIO, "--frames", str(FRAMES)])
-        rx_port = rx.port
-        channel = procs.start("channel", ["channel", "--rx-url", f"ws://127.0.0.1:{rx_port}/link"])
+        channel = procs.start("channel", ["channel", "--rx-url", rx.ws_url])
         yield Link(procs, rx, channel)
 
 
@@ -239,13 +238,13 @@ def test_tx_reconnects_when_the_channel_restarts(link: Link) -> None:
     every frame is accounted for: the ones lost in the break are counted, not skipped."""
     procs = link.procs
     channel = procs.start("channel", ["channel", "--rx-url", link.rx.ws_url], key="channel-2")
-    port = channel.port
+    ports = {"port": channel.port, "link_port": channel.link_port}
 
     def restart_channel(tx: Child) -> None:
         wait_for(lambda: link.rx.stats()["frames"] >= 30, 30, "30 frames at the Rx")
         procs.stop("channel-2")
         wait_for(lambda: tx.stats()["traffic"]["reconnects"] >= 1, 10, "the Tx to notice")
-        procs.start("channel", ["channel", "--rx-url", link.rx.ws_url], port=port, key="channel-2")
+        procs.start("channel", ["channel", "--rx-url", link.rx.ws_url], **ports, key="channel-2")
 
     try:
         run = stream_via(link, channel.ws_url, "--fps", "60", frames=150, during=restart_channel)

@@ -182,3 +182,29 @@ def test_spec_validation() -> None:
         CodecSpec("x", activation="tanh")
     spec = CodecSpec("x", widths=(8, 16), dec_widths=(8,), frame_size=16)
     assert CodecSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+
+
+def test_decode_cache_reuses_frames_and_stays_within_its_byte_bound() -> None:
+    """Repeated latents are decoded once; beyond ``max_bytes`` the least recently used frames
+    go, so a cache of large (token) frames cannot grow without bound."""
+    from shared.codec.cache import DecodeCache
+
+    class Counting:
+        calls = 0
+
+        def decode(self, latent: np.ndarray) -> np.ndarray:
+            Counting.calls += 1
+            return np.full((1, 32, 32, 3), int(latent[0]), dtype=np.uint8)  # 3,072 bytes
+
+    entry = 3072 + 4 * 4  # a frame and its key (4 float32)
+    cache = DecodeCache(Counting(), max_bytes=3 * entry)
+    latents = [np.array([i, 0, 0, 0], dtype=np.float32) for i in range(5)]
+    assert cache(latents[0])[0, 0, 0] == 0 and cache(latents[0]).shape == (32, 32, 3)
+    assert Counting.calls == 1  # the second call was served from the cache
+    for latent in latents[1:]:
+        cache(latent)
+    assert len(cache) == 3 and cache.bytes == 3 * entry <= cache.max_bytes
+    cache(latents[4])  # still held: no decode
+    assert Counting.calls == 5
+    cache(latents[0])  # dropped long ago: decoded again
+    assert Counting.calls == 6 and cache.bytes <= cache.max_bytes
