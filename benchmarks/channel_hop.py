@@ -112,67 +112,80 @@ async def _wait_healthy(port: int, timeout: float = 30.0) -> None:
     raise RuntimeError(f"channel on port {port} did not become healthy")
 
 
-async def round_trips(url: str, payload: bytes, count: int) -> list[float]:
-    """One message at a time: seconds from send to echo."""
-    samples = []
-    async with connect(url, **WS_OPTIONS) as ws:
-        for _ in range(20):  # warm-up
-            await ws.send(payload)
-            await ws.recv()
+async def round_trips(urls: list[str], payload: bytes, count: int) -> list[list[float]]:
+    """One message at a time, seconds from send to echo, over each URL in turn (the paths are
+    interleaved message by message, so a machine whose load or clock drifts weighs on all of
+    them alike)."""
+    async with contextlib.AsyncExitStack() as stack:
+        links = [await stack.enter_async_context(connect(u, **WS_OPTIONS)) for u in urls]
+        for ws in links:
+            for _ in range(20):  # warm-up
+                await ws.send(payload)
+                await ws.recv()
+        samples: list[list[float]] = [[] for _ in urls]
         for _ in range(count):
-            start = time.perf_counter()
-            await ws.send(payload)
-            await ws.recv()
-            samples.append(time.perf_counter() - start)
+            for ws, times in zip(links, samples, strict=True):
+                start = time.perf_counter()
+                await ws.send(payload)
+                await ws.recv()
+                times.append(time.perf_counter() - start)
     return samples
 
 
-async def throughput(url: str, payload: bytes, count: int) -> float:
-    """Messages per second, sent back to back, counted when their echoes are all back."""
-    async with connect(url, **WS_OPTIONS) as ws:
+async def throughput(urls: list[str], payload: bytes, count: int, rounds: int = 5) -> list[float]:
+    """Messages per second over each URL, sent back to back and counted when their echoes are
+    all back: the median of ``rounds`` bursts of ``count / rounds``, the URLs taking turns."""
+    burst = max(count // rounds, 1)
+    rates: list[list[float]] = [[] for _ in urls]
+    async with contextlib.AsyncExitStack() as stack:
+        links = [await stack.enter_async_context(connect(u, **WS_OPTIONS)) for u in urls]
+        for _ in range(rounds):
+            for ws, rate in zip(links, rates, strict=True):
 
-        async def drain():
-            for _ in range(count):
-                await ws.recv()
+                async def drain(ws=ws):
+                    for _ in range(burst):
+                        await ws.recv()
 
-        start = time.perf_counter()
-        reader = asyncio.create_task(drain())
-        for _ in range(count):
-            await ws.send(payload)
-        await reader
-        return count / (time.perf_counter() - start)
+                start = time.perf_counter()
+                reader = asyncio.create_task(drain())
+                for _ in range(burst):
+                    await ws.send(payload)
+                await reader
+                rate.append(burst / (time.perf_counter() - start))
+    return [float(np.median(rate)) for rate in rates]
 
 
 async def hop(sizes=(100, 600), count: int = 2000) -> list[dict]:
+    """Added one-way latency and messages/s of the channel and of a bare forwarder, each in a
+    process of its own (a hop between processes pays the wake-up of another process, which an
+    in-process forwarder would not), both forwarding to an echo sink in this process. The three
+    paths take turns message by message (latency) and burst by burst (throughput)."""
     rows = []
-    async with (
-        echo_sink() as sink,
-        bare_forwarder(sink) as bare,
-        channel_process(sink) as (ch, _, _),
-    ):
-        for size in sizes:
-            payload = message_of_size(size)
-            direct = percentiles(await round_trips(sink, payload, count))
-            via_bare = percentiles(await round_trips(bare, payload, count))
-            via_channel = percentiles(await round_trips(ch, payload, count))
-            # Each round trip crosses the hop twice: added one-way latency is half the extra RTT.
-            add_bare = {k: (via_bare[k] - direct[k]) / 2 for k in direct}
-            add_channel = {k: (via_channel[k] - direct[k]) / 2 for k in direct}
-            tput_bare = await throughput(bare, payload, count)
-            tput_channel = await throughput(ch, payload, count)
-            rows.append(
-                {
-                    "bytes": len(payload),
-                    "added_p50_ms_channel": add_channel["p50_ms"],
-                    "added_p99_ms_channel": add_channel["p99_ms"],
-                    "added_p50_ms_bare": add_bare["p50_ms"],
-                    "added_p99_ms_bare": add_bare["p99_ms"],
-                    "latency_ratio_p50": add_channel["p50_ms"] / max(add_bare["p50_ms"], 1e-9),
-                    "msgs_per_s_channel": tput_channel,
-                    "msgs_per_s_bare": tput_bare,
-                    "throughput_ratio": tput_channel / tput_bare,
-                }
-            )
+    async with echo_sink() as sink, channel_process(sink) as (ch, _, _):
+        with ChildProcess("forwarder", sink) as forwarder:
+            for size in sizes:
+                payload = message_of_size(size)
+                direct, via_bare, via_channel = (
+                    percentiles(times)
+                    for times in await round_trips([sink, forwarder.url, ch], payload, count)
+                )
+                # A round trip crosses the hop twice: added one-way latency is half the extra RTT.
+                add_bare = {k: (via_bare[k] - direct[k]) / 2 for k in direct}
+                add_channel = {k: (via_channel[k] - direct[k]) / 2 for k in direct}
+                tput_bare, tput_channel = await throughput([forwarder.url, ch], payload, count)
+                rows.append(
+                    {
+                        "bytes": len(payload),
+                        "added_p50_ms_channel": add_channel["p50_ms"],
+                        "added_p99_ms_channel": add_channel["p99_ms"],
+                        "added_p50_ms_bare": add_bare["p50_ms"],
+                        "added_p99_ms_bare": add_bare["p99_ms"],
+                        "latency_ratio_p50": add_channel["p50_ms"] / max(add_bare["p50_ms"], 1e-9),
+                        "msgs_per_s_channel": tput_channel,
+                        "msgs_per_s_bare": tput_bare,
+                        "throughput_ratio": tput_channel / tput_bare,
+                    }
+                )
     return rows
 
 

@@ -40,7 +40,7 @@ from channel.impairments.base import (
     name_hash,
 )
 from shared.config import LinkConfig
-from shared.protocol.messages import Corrupt, encode
+from shared.protocol.messages import Corrupt, encode, peek_type
 
 DIRECTIONS = ("tx_to_rx", "rx_to_tx")
 MAX_CORRUPT_SIGMA = 10.0  # the largest σ the receiver accepts in a corruption event
@@ -116,6 +116,24 @@ class ChannelCore:
         self._events = {"corrupt": 0, "id_desync": 0, "prototype_noise": 0}
 
     # -- the data path ---------------------------------------------------------------------------
+
+    def pass_through(self, direction: str, data: bytes, now: float) -> bool:
+        """The hot path: when no impairment acts on ``direction`` and it holds nothing, count
+        ``data`` as carried untouched and return True (the caller sends it as it is, with no
+        Delivery and no pipeline); else return False and count nothing (use :meth:`on_data`)."""
+        d = self._directions[direction]
+        if d.stages or d.released:
+            return False
+        self._now = max(self._now, now)
+        size = len(data)
+        d.messages_in += 1
+        d.messages_out += 1
+        d.bytes_in += size
+        d.bytes_out += size
+        kind = peek_type(data) or classify(data)[0]
+        d.types_in[kind] = d.types_in.get(kind, 0) + 1
+        d.types_out[kind] = d.types_out.get(kind, 0) + 1
+        return True
 
     def on_data(self, direction: str, data: bytes, now: float) -> list[Delivery]:
         """One incoming message → zero (lost or held), one, or more (duplicated, or held ones

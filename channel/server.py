@@ -113,7 +113,7 @@ class Outbox:
     async def offer(self, delivery: Delivery, now: float) -> None:
         """Send ``delivery`` now if it is due and would be next anyway, else queue it."""
         if delivery.at <= now and self.idle:
-            await self._send_one(delivery.data)
+            await self.send_now(delivery.data)
         else:
             self.push(delivery)
 
@@ -153,9 +153,10 @@ class Outbox:
             self.bytes -= len(data)
             if len(self._heap) < MAX_BACKLOG // 2 and self.bytes < MAX_BACKLOG_BYTES // 2:
                 self._space.set()
-            await self._send_one(data)
+            await self.send_now(data)
 
-    async def _send_one(self, data: bytes) -> None:
+    async def send_now(self, data: bytes) -> None:
+        """Send ``data`` at once (the caller knows nothing queued must go before it)."""
         self._in_flight += 1
         try:
             await self._send(data)
@@ -246,6 +247,9 @@ class _Link:
 
     async def _forward(self, direction: str, data: bytes, now: float) -> None:
         outbox = self.outboxes[direction]
+        if outbox.idle and self.core.pass_through(direction, data, now):
+            await outbox.send_now(data)  # nothing impairs or waits: the bytes go as they came
+            return
         deliveries = self.core.on_data(direction, data, now)
         if len(deliveries) == 1:
             await outbox.offer(deliveries[0], now)

@@ -58,6 +58,30 @@ def test_no_impairments_forwards_every_message_unchanged_at_once():
     assert core.poll(1.0) == []
 
 
+def test_pass_through_counts_as_on_data_does_and_declines_while_an_impairment_acts():
+    """The shell's hot path: with nothing to do it counts the message exactly as on_data would;
+    once a direction has an impairment (or holds what a cleared one released) it declines and
+    counts nothing, so the message goes through the pipeline instead."""
+    messages = news(20) + hits(30) + [b"\xc1 not msgpack"]
+    fast, slow = ChannelCore(CONFIG, hold=True), ChannelCore(CONFIG, hold=True)
+    for i, m in enumerate(messages):
+        data = m if isinstance(m, bytes) else encode(m)
+        assert fast.pass_through(TX, data, i * 1e-3)
+        slow.on_data(TX, data, i * 1e-3)
+    assert fast.stats() == slow.stats()
+    assert fast.stats()[TX]["types_in"] == {"new": 20, "hit": 30, "undecodable": 1}
+    fast.set_impairment(TX, "delay", {"delay_ms": 50})
+    before = fast.stats()[TX]["messages_in"]
+    assert not fast.pass_through(TX, encode(hits(1)[0]), 1.0)
+    assert fast.stats()[TX]["messages_in"] == before
+    assert fast.pass_through(RX, encode(hits(1)[0]), 1.0)  # the other direction is untouched
+    fast.on_data(TX, encode(hits(1)[0]), 1.0)  # held in the delay line
+    fast.clear_impairment(TX, "delay")  # released: out at the next poll, before anything new
+    assert not fast.pass_through(TX, encode(hits(1)[0]), 1.001)
+    assert [d for _, d in fast.poll(1.001)]
+    assert fast.pass_through(TX, encode(hits(1)[0]), 1.002)
+
+
 def test_messages_are_not_decoded_unless_an_impairment_needs_it(monkeypatch):
     def forbidden(data):
         raise AssertionError("decoded")
