@@ -3,7 +3,10 @@
 Per token the memory decides by eq. (1) (the memory kind's own statistic, every token of the
 frame retrieved in one batch). A hit is a SKIP (it costs almost nothing) when its position's
 previous prototype still passes τ (``token_skip=sticky``) or is the best recall (``best``), any
-other hit a HIT, a miss a NEW written to the memory's ring.
+other hit a HIT, a miss a NEW written to the memory's ring. With ``sticky``, a HIT also prefers,
+as video coders prefer a merge candidate, the best of the references the previous frame had
+nearby (:data:`~shared.coding.tokens.NEAR_RADIUS`) when it passes τ: content moves, and such a
+reference costs a few bits where any other costs ⌈log2 M⌉.
 Refresh requests, DIGESTs and BYE are the single-latent core's.
 """
 
@@ -22,6 +25,7 @@ from shared.coding.tokens import (
     TokenCoder,
     TokenSymbols,
     frame_cues,
+    near_window,
 )
 from shared.protocol.messages import Coded
 from transmitter.core import TransmitterCore, TxFrame
@@ -68,6 +72,8 @@ class TokenTransmitterCore(TransmitterCore):
                 still = np.einsum("nd,nd->n", tokens, memory.prototypes[prev]) >= cfg.threshold
             skip = hit & still & memory.filled[prev]
             kinds[skip], refs[skip] = SKIP, prev[skip]
+            if cfg.token_skip == "sticky":
+                self._prefer_near(tokens, kinds, refs, near_window(coder.prev_refs, (h, w)))
         new = kinds == NEW
         n_new = int(new.sum())
         shown = memory.prototypes[refs].copy()  # recalls read the memory before its writes
@@ -96,6 +102,27 @@ class TokenTransmitterCore(TransmitterCore):
         mean_similarity = float(finite.mean()) if len(finite) else float("-inf")
         message = Coded(seq=seq, t=t, payload=payload)
         return TxFrame(message, shown.reshape(h, w, d), mean_similarity, symbols.kind)
+
+    def _prefer_near(
+        self, tokens: np.ndarray, kinds: np.ndarray, refs: np.ndarray, window: np.ndarray
+    ) -> None:
+        """Point each HIT at the most similar reference of its window in the previous frame
+        when that one passes τ (in place; flat ``kinds`` and ``refs``)."""
+        memory, d = self.memory, tokens.shape[1]
+        hits = np.flatnonzero(kinds == HIT)
+        if not len(hits):
+            return
+        candidates = window.reshape(-1, window.shape[-1])[hits]  # (n, places)
+        usable = candidates >= 0
+        usable[usable] = memory.filled[candidates[usable]]
+        safe = np.where(usable, candidates, 0)
+        similarity = np.einsum(
+            "nd,npd->np", tokens[hits], memory.prototypes[safe.ravel()].reshape(*safe.shape, d)
+        )
+        similarity[~usable] = -np.inf
+        best = similarity.argmax(1)
+        take = similarity[np.arange(len(hits)), best] >= self.config.threshold
+        refs[hits[take]] = candidates[take, best[take]]
 
     def _reference_hashes(self) -> np.ndarray:
         """One hash per DIGEST_BLOCK references: a token memory holds thousands, and a hash

@@ -13,8 +13,10 @@ message. Per token the symbol is
    rows and columns, uniform over 1..256;
 2. the kinds, grouped by context = the kind this position had in the previous frame (or KEY), one
    adaptive model per context — the decoder knows every context before it reads a kind;
-3. the HIT references as classes LEFT (the reference of the token to the left), UP (above) or
-   ESC, adaptive, then each ESC's reference uniform over the capacity;
+3. the HIT references as classes LEFT (the reference of the token to the left), UP (above), NEAR
+   (a reference the previous frame had within :data:`NEAR_RADIUS` positions: content moves) or
+   ESC, adaptive; then each NEAR's place in that window (adaptive, nearest places first) and each
+   ESC's reference uniform over the capacity;
 4. with NEW tokens: the ring slot of the first one (uniform), then every code of every NEW token
    in raster order (adaptive over 2^b, one model);
 5. integrity (cue bits K > 0): the **frame cue** — the XOR of the K-bit SimHash cues of the
@@ -47,8 +49,22 @@ from shared.coding.entropy import (
 from shared.config import LinkConfig
 
 SKIP, HIT, NEW = 0, 1, 2
-KEY = 3  # context of every position in a key frame
-LEFT, UP, ESC = 0, 1, 2
+KEY = 6  # context of every position in a key frame (0-5: see TokenCoder.contexts)
+LEFT, UP, NEAR, ESC = 0, 1, 2, 3
+NEAR_RADIUS = 2  # a NEAR reference is one the previous frame had within this many positions
+
+
+def _near_offsets(radius: int) -> np.ndarray:
+    """(n, 2) window offsets, nearest first (the same place, then ring by ring)."""
+    side = np.arange(-radius, radius + 1)
+    offsets = np.array([(di, dj) for di in side for dj in side])
+    order = np.lexsort(
+        (offsets[:, 1], offsets[:, 0], np.abs(offsets).sum(1), np.abs(offsets).max(1))
+    )
+    return offsets[order]
+
+
+NEAR_OFFSETS = _near_offsets(NEAR_RADIUS)
 REGION = 8  # tokens per side of a cue region
 REGION_CUE_BITS = 16
 DIGEST_BLOCK = (
@@ -134,6 +150,7 @@ class _Segment:
     number: int
     kind: list[AdaptiveModel]
     ref_class: AdaptiveModel
+    near: AdaptiveModel
     latent: AdaptiveModel
     prev_kinds: np.ndarray | None = None  # None: the next frame is a key frame
     prev_refs: np.ndarray | None = None
@@ -148,11 +165,16 @@ class TokenCoder(SegmentedCoder):
 
     def _fresh(self, number: int) -> _Segment:
         cfg = self.config
-        kind_priors = [np.array([8, 2, 1]), np.array([2, 8, 2]), np.array([2, 2, 8])]
+        # by context (see contexts()): the previous kind, in a quiet then a changing neighbourhood
+        quiet = [np.array([8, 2, 1]), np.array([2, 8, 2]), np.array([2, 2, 8])]
+        changing = [np.array([4, 2, 1]), np.array([2, 8, 2]), np.array([2, 2, 8])]
         return _Segment(
             number=number,
-            kind=[AdaptiveModel(p) for p in kind_priors] + [AdaptiveModel(np.array([1, 8, 8]))],
-            ref_class=AdaptiveModel(np.array([4, 4, 2])),
+            kind=[AdaptiveModel(p) for p in quiet + changing]
+            + [AdaptiveModel(np.array([1, 8, 8]))],
+            ref_class=AdaptiveModel(np.array([4, 4, 4, 2])),
+            # nearer places first: the same place and the first ring weigh most
+            near=AdaptiveModel(np.where(np.abs(NEAR_OFFSETS).max(1) <= 1, 4, 2)),
             latent=AdaptiveModel(
                 latent_prior(cfg.bits_per_value, cfg.latent_dim, cfg.quantizer_grid())
             ),
@@ -167,10 +189,21 @@ class TokenCoder(SegmentedCoder):
         return self.segment.prev_refs
 
     def contexts(self, shape: tuple[int, int]) -> np.ndarray:
+        """Every position's context for its kind, known to the decoder before the frame: the
+        kind it had in the previous frame, plus 3 where a neighbour (8-connected) changed then
+        (motion comes in patches); KEY in a key frame."""
         seg = self.segment
-        if seg.prev_kinds is None or seg.prev_kinds.shape != shape:
+        prev = seg.prev_kinds
+        if prev is None or prev.shape != shape:
             return np.full(shape, KEY, dtype=np.uint8)
-        return seg.prev_kinds
+        changed = np.pad(prev != SKIP, 1)
+        h, w = shape
+        around = np.zeros(shape, dtype=bool)
+        for di in (0, 1, 2):
+            for dj in (0, 1, 2):
+                if di != 1 or dj != 1:
+                    around |= changed[di : di + h, dj : dj + w]
+        return (prev + 3 * around).astype(np.uint8)
 
     # -- coding ------------------------------------------------------------------------------------
 
@@ -191,16 +224,20 @@ class TokenCoder(SegmentedCoder):
             sel = kinds[ctx == c]
             if len(sel):
                 enc.encode(sel.astype(np.int32), model.model())
-        classes, escapes = _ref_classes(kinds, refs)
+        classes, places, escapes = _ref_classes(
+            kinds, refs, near_window(seg.prev_refs, kinds.shape)
+        )
         if len(classes):
             enc.encode(classes, seg.ref_class.model())
+        if len(places):
+            enc.encode(places, seg.near.model())
         if len(escapes):
             enc.encode(escapes, Uniform(cfg.capacity))
         if len(symbols.new_codes):
             enc.encode(np.array([symbols.base_slot], dtype=np.int32), Uniform(cfg.capacity))
             enc.encode(symbols.new_codes.ravel().astype(np.int32), seg.latent.model())
         _encode_cues(enc, symbols, cfg.cue_bits)
-        self._adapt(kinds, ctx, classes, symbols)
+        self._adapt(kinds, ctx, classes, places, symbols)
         return words_to_bytes(enc.get_compressed())
 
     def decode(self, payload: bytes, seq: int) -> TokenSymbols:
@@ -230,6 +267,7 @@ class TokenCoder(SegmentedCoder):
             raise EntropyError("a key frame holds a SKIP")
         n_hit, n_new = int((kinds == HIT).sum()), int((kinds == NEW).sum())
         classes = _decode_many(dec, seg.ref_class.model(), n_hit)
+        places = _decode_many(dec, seg.near.model(), int((classes == NEAR).sum()))
         escapes = _decode_many(dec, Uniform(cfg.capacity), int((classes == ESC).sum()))
         refs = np.full((h, w), -1, dtype=np.int64)
         if seg.prev_refs is not None and seg.prev_refs.shape == (h, w):
@@ -240,13 +278,13 @@ class TokenCoder(SegmentedCoder):
             flat = np.asarray(dec.decode(seg.latent.model(), n_new * cfg.latent_dim))
             codes = flat.astype(np.uint16).reshape(n_new, cfg.latent_dim)
             refs[kinds == NEW] = (base + np.arange(n_new)) % cfg.capacity
-        _resolve_hits(kinds, refs, classes, escapes)
+        _resolve_hits(kinds, refs, classes, places, escapes, near_window(seg.prev_refs, (h, w)))
         symbols = TokenSymbols(kinds, refs, codes, base)
         _decode_cues(dec, symbols, seq, cfg.cue_bits)
-        self._adapt(kinds, ctx, classes, symbols)
+        self._adapt(kinds, ctx, classes, places, symbols)
         return symbols
 
-    def _adapt(self, kinds, ctx, classes, symbols: TokenSymbols) -> None:
+    def _adapt(self, kinds, ctx, classes, places, symbols: TokenSymbols) -> None:
         seg = self.segment
         for c, model in enumerate(seg.kind):
             sel = kinds[ctx == c]
@@ -254,13 +292,31 @@ class TokenCoder(SegmentedCoder):
                 model.update(sel)
         if len(classes):
             seg.ref_class.update(classes)
+        if len(places):
+            seg.near.update(places)
         if len(symbols.new_codes):
             seg.latent.update(symbols.new_codes.ravel())
         seg.prev_kinds, seg.prev_refs = kinds.copy(), symbols.refs.copy()
 
 
-def _ref_classes(kinds: np.ndarray, refs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(class per HIT token in raster order, the ESC references) — the encoder's side."""
+def near_window(prev_refs: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray | None:
+    """(h, w, len(NEAR_OFFSETS)) the previous frame's references around every position, nearest
+    first (-1 beyond the grid); None without a previous frame of this shape."""
+    if prev_refs is None or prev_refs.shape != shape:
+        return None
+    r = NEAR_RADIUS
+    padded = np.pad(prev_refs, r, constant_values=-1)
+    h, w = shape
+    return np.stack(
+        [padded[r + di : r + di + h, r + dj : r + dj + w] for di, dj in NEAR_OFFSETS], -1
+    )
+
+
+def _ref_classes(
+    kinds: np.ndarray, refs: np.ndarray, window: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(class per HIT token in raster order, the NEAR places, the ESC references) — the
+    encoder's side. A reference is coded by the first class that names it."""
     left = np.full(refs.shape, -1, dtype=np.int64)
     left[:, 1:] = refs[:, :-1]
     up = np.full(refs.shape, -1, dtype=np.int64)
@@ -268,15 +324,26 @@ def _ref_classes(kinds: np.ndarray, refs: np.ndarray) -> tuple[np.ndarray, np.nd
     hit = kinds == HIT
     r = refs[hit]
     classes = np.where(r == left[hit], LEFT, np.where(r == up[hit], UP, ESC)).astype(np.int32)
-    return classes, r[classes == ESC].astype(np.int32)
+    places = np.zeros(0, dtype=np.int32)
+    if window is not None:
+        match = window[hit] == r[:, None]
+        near = (classes == ESC) & match.any(1)
+        classes[near] = NEAR
+        places = match[near].argmax(1).astype(np.int32)  # the nearest place holding it
+    return classes, places, r[classes == ESC].astype(np.int32)
 
 
-def _resolve_hits(kinds, refs, classes, escapes) -> None:
+def _resolve_hits(kinds, refs, classes, places, escapes, window) -> None:
     """Fill the HIT references in raster order (LEFT and UP read resolved neighbours)."""
-    esc = iter(escapes.tolist())
+    esc, near = iter(escapes.tolist()), iter(places.tolist())
     h, w = kinds.shape
     for (i, j), c in zip(np.argwhere(kinds == HIT).tolist(), classes.tolist(), strict=True):
-        if c == LEFT:
+        if c == NEAR:
+            ref = -1 if window is None else int(window[i, j, next(near)])
+            if ref < 0:
+                raise EntropyError("a NEAR reference with no previous frame there")
+            refs[i, j] = ref
+        elif c == LEFT:
             if j == 0:
                 raise EntropyError("a LEFT reference in the first column")
             refs[i, j] = refs[i, j - 1]

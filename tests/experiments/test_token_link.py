@@ -5,7 +5,7 @@ import numpy as np
 from experiments.link import InProcessLink, run_stream, simulate
 from receiver.tokens import TokenReceiverCore
 from shared.accounting import Outcome
-from shared.coding.quantizer import normalize
+from shared.coding.quantizer import normalize, quantize
 from shared.config import build_config
 from transmitter.tokens import TokenTransmitterCore
 
@@ -107,3 +107,42 @@ def test_a_token_codecs_card_makes_a_token_link_with_its_own_defaults():
     assert result.rx_latents.shape == clip.shape
     assert result.summary.outcomes["decoded"] == 12 and result.digests_agree
     assert result.tx.tokens_new > 0 and result.tx.tokens_skip > 0
+
+
+def test_a_moving_patch_is_pointed_at_the_prototypes_it_had_a_place_away():
+    """A patch written once moves one column per frame. Each frame it passes τ against the
+    prototypes the previous frame had a column away, though a rival prototype of the memory
+    matches it better: with ``sticky`` the Tx names the former (NEAR places, a few bits), with
+    the best recall it names the rival (⌈log2 M⌉ bits); the Rx shows what the Tx decided."""
+    config = _config(threshold=0.97, bits_per_value=8)
+    rng = np.random.default_rng(1)
+    d, shape = 16, (6, 8)
+    scene = normalize(rng.standard_normal((*shape, d)).astype(np.float32))
+    rival = normalize(rng.standard_normal((2, d)).astype(np.float32))  # in memory beforehand
+    across = rng.standard_normal((2, d)).astype(np.float32)
+    across = normalize(across - np.sum(across * rival, 1, keepdims=True) * rival)
+    written = 0.955 * rival + np.sqrt(1 - 0.955**2) * across  # cos 0.955 with its rival
+    moving = normalize(0.4 * written + 0.6 * rival)  # cos 0.993 with the rival, 0.984 written
+    clip = np.repeat(scene[None], 10, axis=0)
+    for t in range(10):
+        clip[t, 2, t % 7 : t % 7 + 2] = written if t == 0 else moving
+    links = {}
+    for name, prefer in (("near", True), ("best recall", False)):
+        link = _token_link(config)
+        if not prefer:
+            link.tx._prefer_near = lambda *args: None
+        for core in (link.tx, link.rx):
+            core.memory.store_many(
+                np.array([1000, 1001]), quantize(rival, 8, config.quantizer_grid())
+            )
+        links[name] = run_stream(clip, link)
+        assert links[name].agree()
+        for seq, grid in links[name].expected.items():
+            np.testing.assert_array_equal(links[name].shown[seq], grid)
+    near, best = (links[k] for k in ("near", "best recall"))
+    assert near.ledger.link_bits < best.ledger.link_bits
+    # where the patch is in frame 6 (before it wraps around), one link shows the written
+    # prototypes, the other the rivals
+    for link, nearer, farther in ((near, written, rival), (best, rival, written)):
+        shown = link.shown[6][2, 6:8]
+        assert (np.sum(shown * nearer, 1) > np.sum(shown * farther, 1)).all()

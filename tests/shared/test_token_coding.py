@@ -117,3 +117,32 @@ def test_xor_cue_counts_a_repeated_prototype_once():
     assert xor_cue(cues, np.array([0, 0, 1])) == 0b1010 ^ 0b0110
     assert xor_cue(cues, np.array([2, 2])) == 0b0001
     assert xor_cue(cues, np.array([], dtype=np.int64)) == 0
+
+
+def test_moved_references_are_coded_as_near_places_and_cost_less_than_escapes():
+    """Content that moves keeps its prototypes: a HIT naming a reference the previous frame had
+    a place or two away is coded by that place, far cheaper than ⌈log2 M⌉ bits once the models
+    have adapted; every frame decodes."""
+    h, w = 8, 10
+    key_refs = np.arange(h * w, dtype=np.int64).reshape(h, w) * 3  # distinct, no LEFT/UP runs
+    hits, none = np.full((h, w), HIT, np.uint8), np.zeros((0, 16), np.uint16)
+    costs = {}
+    for name in ("moving", "fresh"):
+        tx, rx = TokenCoder(CFG), TokenCoder(CFG)
+        refs, bits = key_refs, 0
+        for seq in range(8):
+            if seq:
+                if name == "moving":  # down 1 and right 2; what enters is new distinct refs
+                    refs = np.roll(refs, (1, 2), axis=(0, 1))
+                    refs[0] = (np.arange(w) * 3 + 1 + 40 * seq) % CFG.capacity
+                    refs[:, :2] = (np.arange(h)[:, None] * 3 + 2 + 40 * seq) % CFG.capacity
+                else:  # every reference one the previous frame had nowhere
+                    refs = (key_refs + seq) % CFG.capacity
+            symbols = TokenSymbols(hits, refs.copy(), none, 0)
+            tx.begin(seq)
+            payload = tx.encode(symbols)
+            rx.begin(seq)
+            np.testing.assert_array_equal(rx.decode(payload, seq).refs, symbols.refs)
+            bits += 8 * len(payload) if seq >= 4 else 0  # adapted frames
+        costs[name] = bits
+    assert costs["moving"] < costs["fresh"] / 2
