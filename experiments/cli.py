@@ -242,7 +242,7 @@ def cmd_tx(args: argparse.Namespace) -> int:
 
 
 def cmd_channel(args: argparse.Namespace) -> int:
-    from channel.server import run  # deferred: imports fastapi
+    from channel.app import run  # deferred: imports fastapi
 
     return run(config_from_args(args), settings_from_args(ChannelSettings, args))
 
