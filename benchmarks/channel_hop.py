@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 
 import numpy as np
@@ -81,21 +81,25 @@ async def bare_forwarder(target: str):
 
 
 @asynccontextmanager
-async def channel_process(target: str):
-    """The real channel process (``python -m channel``), no impairments. Yields its link URL,
-    its PID and its REST base."""
+async def channel_process(target: str, workers: int = 1):
+    """The real channel (``python -m channel``), no impairments; with ``workers`` > 1, its
+    control plane and that many worker processes behind the one link port. Yields its link URL,
+    the PIDs of its processes (the control plane's first) and its REST base."""
     port, link_port = free_port(), free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HOPLINK_LOG_LEVEL": "warning"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "channel", "--port", str(port), "--link-port", str(link_port),
-         "--rx-url", target],
+         "--rx-url", target, "--workers", str(workers)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
         await _wait_healthy(port)
-        yield f"ws://127.0.0.1:{link_port}/link", proc.pid, f"http://127.0.0.1:{port}"
+        api = f"http://127.0.0.1:{port}"
+        stats = await asyncio.to_thread(get_json, f"{api}/stats")
+        pids = [proc.pid, *(worker["pid"] for worker in stats["workers"])]
+        yield f"ws://127.0.0.1:{link_port}/link", pids, api
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -350,17 +354,17 @@ async def scale_run(
     n: int,
     fps: float,
     seconds: float,
-    hop_pid: int | None = None,
+    hop_pids: Sequence[int] = (),
 ) -> dict:
     """``n`` links at ``fps`` each for ``seconds`` through ``url`` into ``sink``. CPU in cores
-    busy over the paced window: the senders (this process), the sink, and the hop process with
-    its CPU per delivered message and its RSS when ``hop_pid`` is given."""
+    busy over the paced window: the senders (this process), the sink, and the hop's processes
+    (``hop_pids``, summed) with their CPU per delivered message and their RSS."""
     latents = frame_latents()
     opened = await asyncio.gather(*(_open_link(url, i) for i in range(n)))
     links = [ws for ws in opened if ws is not None]
     start = time.monotonic() + 0.1
     stop = start + seconds
-    hop_cpu = cpu_seconds(hop_pid) if hop_pid else 0.0
+    hop_cpu = sum(cpu_seconds(pid) for pid in hop_pids)
     senders_cpu, sink_cpu = sum(os.times()[:2]), cpu_seconds(sink.pid)
     sent = await asyncio.gather(
         *(
@@ -373,8 +377,8 @@ async def scale_run(
         "senders": (sum(os.times()[:2]) - senders_cpu) / wall,
         "sink": (cpu_seconds(sink.pid) - sink_cpu) / wall,
     }
-    hop_cpu = cpu_seconds(hop_pid) - hop_cpu if hop_pid else float("nan")
-    rss = rss_mb(hop_pid) if hop_pid else float("nan")
+    hop_cpu = sum(cpu_seconds(pid) for pid in hop_pids) - hop_cpu if hop_pids else float("nan")
+    rss = sum(rss_mb(pid) for pid in hop_pids) if hop_pids else float("nan")
     await asyncio.gather(*(ws.close() for ws in links))
     got = json.loads(await sink.ask("collect"))
     delivered = len(got["latencies"])
@@ -397,53 +401,93 @@ async def scale_run(
     }
 
 
-async def scale(links=(1, 10, 100, 500), fps: float = 30.0, seconds: float = 3.0) -> list[dict]:
+async def scale(
+    links=(1, 10, 100, 500), fps: float = 30.0, seconds: float = 3.0, workers: int = 1
+) -> list[dict]:
     """N links at ``fps`` each through ONE channel process, beside a bare forwarder process and
-    straight to the sink at the same N (the three in turn at each N, so that a machine whose load
-    drifts weighs on all three alike): delivered messages/s, one-way p50/p99 and what the hop adds
-    to it, losses and refusals, and each hop process's CPU (cores, and µs per message) and RSS.
-    ``accounting`` holds the channel run's counts: every frame sent is delivered or lost."""
+    straight to the sink at the same N (in turn at each N, so that a machine whose load drifts
+    weighs on all alike): delivered messages/s, one-way p50/p99 and what the hop adds to it,
+    losses and refusals, and each hop process's CPU (cores, and µs per message) and RSS.
+    ``accounting`` holds the channel run's counts: every frame sent is delivered or lost.
+
+    With ``workers`` > 1, the same N also go through a channel of that many worker processes
+    behind one link port (``--workers``): the ``*_workers`` columns, CPU and RSS summed over its
+    processes, ``accounting_workers`` with the links each worker carried."""
     rows = []
-    with ChildProcess("sink") as sink, ChildProcess("forwarder", sink.url) as forwarder:
-        async with channel_process(sink.url) as (channel_url, channel_pid, channel_api):
-            for n in links:
-                direct = await scale_run(sink.url, sink, n, fps, seconds)
-                bare = await scale_run(forwarder.url, sink, n, fps, seconds, forwarder.pid)
-                before = await _frames_counted(channel_api)
-                run = await scale_run(channel_url, sink, n, fps, seconds, channel_pid)
-                after = await _frames_counted(channel_api)
-                accounting = {k: run[k] for k in ("sent", "delivered", "lost", "refused", "legs")}
-                accounting["channel_frames_in"] = after[0] - before[0]
-                accounting["channel_frames_out"] = after[1] - before[1]
-                rows.append(
-                    {
-                        "links": n,
-                        "offered_msgs_per_s": n * fps,
-                        "delivered_msgs_per_s": run["delivered_msgs_per_s"],
-                        "delivered_msgs_per_s_bare": bare["delivered_msgs_per_s"],
-                        "lost": run["lost"],
-                        "refused": run["refused"],
-                        "p50_ms_direct": direct["p50_ms"],
-                        "p99_ms_direct": direct["p99_ms"],
-                        "added_p50_ms": run["p50_ms"] - direct["p50_ms"],
-                        "added_p99_ms": run["p99_ms"] - direct["p99_ms"],
-                        "added_p50_ms_bare": bare["p50_ms"] - direct["p50_ms"],
-                        "added_p99_ms_bare": bare["p99_ms"] - direct["p99_ms"],
-                        "channel_cpu": run["cpu"],
-                        "bare_cpu": bare["cpu"],
-                        "channel_us_per_msg": run["cpu_us_per_msg"],
-                        "bare_us_per_msg": bare["cpu_us_per_msg"],
-                        "channel_rss_mb": run["rss_mb"],
-                        "load_cpu": run["load_cpu"],
-                        "accounting": accounting,
-                    }
-                )
+    async with contextlib.AsyncExitStack() as stack:
+        sink = stack.enter_context(ChildProcess("sink"))
+        forwarder = stack.enter_context(ChildProcess("forwarder", sink.url))
+        channel = await stack.enter_async_context(channel_process(sink.url))
+        scaled = None
+        if workers > 1:
+            scaled = await stack.enter_async_context(channel_process(sink.url, workers))
+        for n in links:
+            direct = await scale_run(sink.url, sink, n, fps, seconds)
+            bare = await scale_run(forwarder.url, sink, n, fps, seconds, [forwarder.pid])
+            run, accounting = await _channel_run(channel, sink, n, fps, seconds)
+            row = {
+                "links": n,
+                "offered_msgs_per_s": n * fps,
+                "delivered_msgs_per_s": run["delivered_msgs_per_s"],
+                "delivered_msgs_per_s_bare": bare["delivered_msgs_per_s"],
+                "lost": run["lost"],
+                "refused": run["refused"],
+                "p50_ms_direct": direct["p50_ms"],
+                "p99_ms_direct": direct["p99_ms"],
+                "added_p50_ms": run["p50_ms"] - direct["p50_ms"],
+                "added_p99_ms": run["p99_ms"] - direct["p99_ms"],
+                "added_p50_ms_bare": bare["p50_ms"] - direct["p50_ms"],
+                "added_p99_ms_bare": bare["p99_ms"] - direct["p99_ms"],
+                "channel_cpu": run["cpu"],
+                "bare_cpu": bare["cpu"],
+                "channel_us_per_msg": run["cpu_us_per_msg"],
+                "bare_us_per_msg": bare["cpu_us_per_msg"],
+                "channel_rss_mb": run["rss_mb"],
+                "load_cpu": run["load_cpu"],
+                "accounting": accounting,
+            }
+            if scaled is not None:
+                run, accounting = await _channel_run(scaled, sink, n, fps, seconds)
+                row |= {
+                    "channel_workers": workers,
+                    "delivered_msgs_per_s_workers": run["delivered_msgs_per_s"],
+                    "lost_workers": run["lost"],
+                    "added_p50_ms_workers": run["p50_ms"] - direct["p50_ms"],
+                    "added_p99_ms_workers": run["p99_ms"] - direct["p99_ms"],
+                    "workers_cpu": run["cpu"],
+                    "workers_us_per_msg": run["cpu_us_per_msg"],
+                    "workers_rss_mb": run["rss_mb"],
+                    "load_cpu_workers": run["load_cpu"],
+                    "accounting_workers": accounting,
+                }
+            rows.append(row)
     return rows
 
 
-async def _frames_counted(base: str) -> tuple[int, int]:
+async def _channel_run(
+    channel: tuple[str, list[int], str], sink: ChildProcess, n: int, fps: float, seconds: float
+) -> tuple[dict, dict]:
+    """One :func:`scale_run` through a channel from :func:`channel_process`, and its accounting:
+    the run's counts beside the channel's own (and the links each of its workers took)."""
+    url, pids, api = channel
+    before = await asyncio.to_thread(get_json, f"{api}/stats")
+    run = await scale_run(url, sink, n, fps, seconds, pids)
+    after = await asyncio.to_thread(get_json, f"{api}/stats")
+    accounting = {k: run[k] for k in ("sent", "delivered", "lost", "refused", "legs")}
+    (in_before, out_before), (in_after, out_after) = _frames_counted(before), _frames_counted(after)
+    accounting["channel_frames_in"] = in_after - in_before
+    accounting["channel_frames_out"] = out_after - out_before
+    if after["workers"]:
+        accounting["links_per_worker"] = [
+            a["links"] - b["links"]
+            for a, b in zip(after["workers"], before["workers"], strict=True)
+        ]
+    return run, accounting
+
+
+def _frames_counted(stats: dict) -> tuple[int, int]:
     """NEW messages the channel took in and sent on so far (summed over its links)."""
-    forward = (await asyncio.to_thread(get_json, f"{base}/stats"))["directions"]["tx_to_rx"]
+    forward = stats["directions"]["tx_to_rx"]
     return forward["types_in"].get("new", 0), forward["types_out"].get("new", 0)
 
 

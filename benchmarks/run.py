@@ -12,9 +12,12 @@ from pathlib import Path
 from experiments.tables import render_table
 
 SECTIONS = ("codec", "retrieval", "hop", "scale", "pipeline")
+CHANNEL_WORKERS = 2  # the scale section also runs a channel of this many workers (1: not)
 
 
-def run_bench(quick: bool, sections: tuple[str, ...] = SECTIONS) -> dict:
+def run_bench(
+    quick: bool, sections: tuple[str, ...] = SECTIONS, channel_workers: int = CHANNEL_WORKERS
+) -> dict:
     from benchmarks import channel_hop, codec, pipeline, retrieval  # deferred: imports av, torch
 
     results: dict = {
@@ -34,7 +37,9 @@ def run_bench(quick: bool, sections: tuple[str, ...] = SECTIONS) -> dict:
         results["hop"] = asyncio.run(channel_hop.hop(count=200 if quick else 2000))
     if "scale" in sections:
         links = (1, 10) if quick else (1, 10, 100, 500)
-        results["scale"] = asyncio.run(channel_hop.scale(links, seconds=1.0 if quick else 3.0))
+        results["scale"] = asyncio.run(
+            channel_hop.scale(links, seconds=1.0 if quick else 3.0, workers=channel_workers)
+        )
     if "pipeline" in sections:
         from shared.codec.models import CODECS  # deferred: imports torch
 
@@ -74,8 +79,14 @@ def print_tables(results: dict) -> None:
         print(f"\nnote: {note}")
 
 
-def main(quick: bool, as_json: bool, out: str | None, sections: tuple[str, ...]) -> int:
-    results = run_bench(quick, sections)
+def main(
+    quick: bool,
+    as_json: bool,
+    out: str | None,
+    sections: tuple[str, ...],
+    channel_workers: int = CHANNEL_WORKERS,
+) -> int:
+    results = run_bench(quick, sections, channel_workers)
     if out:
         Path(out).write_text(json.dumps(results, indent=2))
     if as_json:

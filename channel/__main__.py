@@ -2,7 +2,7 @@
 
 import sys
 
-from channel.server import run
+from channel.app import run
 from shared.service import ChannelSettings, service_main
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@ shared/metrics.py).
 
 Every series is read from the ``/stats`` snapshot at scrape time. Totals are summed over every
 link the channel carried (ended ones included); ``link`` labels the open links' own series
-(bounded by ``--max-links``; a link's series end with it). ``direction`` is ``tx_to_rx`` or
-``rx_to_tx``; ``impairment`` is the impairment's name (by default its type, see
+(bounded by ``--max-links``; a link's series end with it); with ``--workers N`` every series is
+summed over the workers, and ``worker`` labels the links open on each. ``direction`` is
+``tx_to_rx`` or ``rx_to_tx``; ``impairment`` is the impairment's name (by default its type, see
 channel/control.py).
 """
 
@@ -97,6 +98,12 @@ DECLARED = (
         "hoplink_channel_links_refused",
         "Tx links refused because --max-links were open",
         lambda s: s.link.links_refused,
+    ),
+    gauge(
+        "hoplink_channel_worker_links_active",
+        "Links open now on each worker process (--workers N > 1; none with one process)",
+        lambda s: {(str(w.index),): w.active for w in s.workers},
+        ["worker"],
     ),
     counter(
         "hoplink_channel_rx_dial_failures",

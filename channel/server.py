@@ -31,6 +31,11 @@ and ``POST /events/corrupt`` (one-shot corruption of the Rx memory), sent to eve
 The channel also serves the live dashboard at ``/dashboard/``
 (:mod:`channel.dashboard`; ``--rx-api``/``--tx-api`` tell the page where the other processes are).
 
+``--workers N`` (N > 1) scales this out on one machine (:mod:`channel.app` starts either): the
+process started is then the control plane of N worker processes that share the link port
+(:mod:`channel.workers`); each worker is this module's service with ``worker_index`` set,
+numbering its links apart from the others'.
+
 This module must not import torch (checked by a test): the channel needs no codec.
 """
 
@@ -67,7 +72,6 @@ from shared.service import (
     dial_link,
     get_service,
     never_finished,
-    serve,
 )
 
 log = logging.getLogger("hoplink.channel")
@@ -364,6 +368,17 @@ class OpenLinkStats(BaseModel):
     directions: dict[str, LinkDirectionStats]
 
 
+class WorkerStats(BaseModel):
+    """One worker process of a channel run with ``--workers N`` (channel/workers.py)."""
+
+    index: int
+    pid: int
+    port: int  # its own REST port, on 127.0.0.1
+    state: LinkState
+    links: int  # links it opened since start
+    active: int  # links open on it now
+
+
 class ChannelStats(BaseModel):
     service: str = "channel"
     link: ChannelLinkStats
@@ -372,6 +387,7 @@ class ChannelStats(BaseModel):
     impairments: dict[str, dict[str, Any]]  # the shared settings (GET /impairments)
     outbox: dict[str, OutboxStats]
     open_links: list[OpenLinkStats]
+    workers: list[WorkerStats] = []  # with --workers N > 1 (empty: the links are this one's)
 
 
 class CorruptEvent(BaseModel):
@@ -400,7 +416,12 @@ class ChannelService:
 
     name = "channel"
 
-    def __init__(self, config: LinkConfig, settings: ChannelSettings) -> None:
+    def __init__(
+        self,
+        config: LinkConfig,
+        settings: ChannelSettings,
+        finished: Callable[[], Awaitable[int]] = never_finished,
+    ) -> None:
         try:  # beyond loopback, the control API must not be open to anyone
             check_control_binding(settings.host, settings.control_token)
         except ValueError as exc:
@@ -421,6 +442,7 @@ class ChannelService:
         self.links_refused = 0
         self.rx_connect_failures = 0
         self.last_close: tuple[int, str, str] | None = None
+        self.wait_finished = finished  # a worker stops when its control plane is gone
         self._ended = self._counts_of_none()  # what links that ended did
         self._ended_counters: dict[tuple[str, str], dict[str, int]] = {}  # by impairment set
 
@@ -435,8 +457,6 @@ class ChannelService:
                 await link.rx.close(CloseCode.GOING_AWAY, "channel shutting down")
             with contextlib.suppress(Exception):
                 await link.tx.close(CloseCode.GOING_AWAY, "channel shutting down")
-
-    wait_finished = staticmethod(never_finished)
 
     # -- the links --------------------------------------------------------------------------------
 
@@ -469,7 +489,7 @@ class ChannelService:
         finally:
             self.dialing -= 1
         machine.handle(LinkEvent.BRIDGED)  # both legs open; the HELLOs pass through the core
-        number = self.links
+        number = link_number(self.links, self.settings)
         self.links += 1
         link = self.open[number] = _Link(number, self._new_core(number), tx, rx, machine)
         try:
@@ -621,6 +641,15 @@ class ChannelService:
         )
 
 
+def link_number(opened: int, settings: ChannelSettings) -> int:
+    """The number of the link opened after ``opened`` others: 0, 1, 2… in one process; I, I+N,
+    I+2N… on worker I of N, so numbers stay unique over the workers, and since a link's number
+    seeds its impairments, no two workers' links draw the same."""
+    if settings.worker_index is None:
+        return opened
+    return settings.worker_index + opened * settings.workers
+
+
 def _allow_open_files(needed: int) -> None:
     """Raise this process's soft limit of open files to ``needed`` (at most the hard limit)."""
     import resource
@@ -677,8 +706,29 @@ async def post_corrupt(request: Request, event: CorruptEvent) -> CorruptResult:
     return get_service(request).corrupt(event)
 
 
-def build_app(config: LinkConfig, settings: ChannelSettings):
-    service = ChannelService(config, settings)
+def build_app(
+    config: LinkConfig,
+    settings: ChannelSettings,
+    finished: Callable[[], Awaitable[int]] = never_finished,
+):
+    """One channel process carrying the links: the whole channel, or one of its workers
+    (``worker_index`` set: they share the link port). ``finished``: when it should stop by
+    itself (a worker: when its control plane is gone)."""
+    service = ChannelService(config, settings, finished)
+    # The Tx's side; an Rx leg dialed for each.
+    link = LinkServer(service.serve_link, settings, reuse_port=settings.worker_index is not None)
+    return channel_app(service, settings, link=link)
+
+
+def channel_app(
+    service: ChannelService,
+    settings: ChannelSettings,
+    *,
+    link: LinkServer | None = None,
+    middleware: Iterable[Callable[..., Awaitable[Any]]] = (),
+):
+    """The app around a channel service (one process's, or the control plane of --workers N):
+    the control API, the dashboard, /stats and /metrics."""
     page = page_config(
         rx_api=settings.rx_api
         or http_base(settings.rx_url, RxSettings.model_fields["port"].default),
@@ -693,12 +743,18 @@ def build_app(config: LinkConfig, settings: ChannelSettings):
         routers=[impairments_router, control, dashboard_router(page)],
         stats_interval=settings.stats_interval,
         metrics=metrics.collectors(service.snapshot),  # channel/metrics.py
-        link=LinkServer(service.serve_link, settings),  # the Tx's side; an Rx leg dialed for each
+        link=link,
+        middleware=middleware,
     )
 
 
-def run(config: LinkConfig, settings: ChannelSettings) -> int:
-    return serve(build_app(config, settings), settings)
-
-
-__all__ = ["ChannelService", "ChannelStats", "Outbox", "build_app", "run", "startup_impairments"]
+__all__ = [
+    "ChannelService",
+    "ChannelStats",
+    "Outbox",
+    "WorkerStats",
+    "build_app",
+    "channel_app",
+    "link_number",
+    "startup_impairments",
+]

@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from benchmarks.run import SECTIONS
+from benchmarks.run import CHANNEL_WORKERS, SECTIONS
 from benchmarks.run import main as run_bench
 from experiments.demo import DemoError, add_demo_arguments, run_demo
 from experiments.tables import TERMINAL_WIDTH, render_table
 from shared.codec.zoo import WEIGHTS_DIR_ENV
 from shared.config import ConfigError, add_config_arguments, config_from_args
 from shared.service import (
+    MAX_CHANNEL_WORKERS,
     ChannelSettings,
     RxSettings,
     TxSettings,
@@ -242,7 +243,7 @@ def cmd_tx(args: argparse.Namespace) -> int:
 
 
 def cmd_channel(args: argparse.Namespace) -> int:
-    from channel.server import run  # deferred: imports fastapi
+    from channel.app import run  # deferred: imports fastapi
 
     return run(config_from_args(args), settings_from_args(ChannelSettings, args))
 
@@ -282,7 +283,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         raise UserError(f"unknown bench sections {sorted(unknown)}; known: {', '.join(SECTIONS)}")
-    return run_bench(args.quick, args.json, args.out, sections)
+    return run_bench(args.quick, args.json, args.out, sections, args.channel_workers)
 
 
 def cmd_snr(args: argparse.Namespace) -> int:
@@ -603,6 +604,15 @@ def _bench_arguments(bench: argparse.ArgumentParser) -> None:
     )
     bench.add_argument("--json", action="store_true", help="print JSON instead of tables")
     bench.add_argument("--out", default=None, help="also write the JSON to this file")
+    bench.add_argument(
+        "--channel-workers",
+        type=int,
+        default=CHANNEL_WORKERS,
+        choices=range(1, MAX_CHANNEL_WORKERS + 1),
+        metavar="W",
+        help="scale also runs the links through a channel of W worker processes "
+        f"(hoplink channel --workers W; default {CHANNEL_WORKERS}; 1: not)",
+    )
     _add_weights_dir(bench)
     bench.set_defaults(func=cmd_bench)
 

@@ -11,7 +11,9 @@ This module gives them, once:
   response model), ``GET /stats/stream`` (Server-Sent Events, one snapshot per interval) and
   ``GET /metrics`` (Prometheus text from a per-app registry holding the process's declared
   metrics, ``metrics=``: see :mod:`shared.metrics`),
-  with CORS for GET from any origin (the dashboard's page reads every process's stats);
+  with CORS for GET from any origin (the dashboard's page reads every process's stats); a
+  service whose numbers live in other processes (the channel's control plane, whose workers
+  carry the links) brings them up to date before each read (its optional ``refresh``);
 - :func:`serve`: uvicorn with permessage-deflate off (``compression=None`` on every websocket end
   of the project: frames are small msgpack maps, deflate costs CPU and hides the wire size).
 
@@ -30,7 +32,7 @@ import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, Union, get_args, get_origin
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -55,6 +57,7 @@ RX_LINK_PORT = 9003
 LINK_PATH = "/link"
 MIN_STATS_INTERVAL = 0.05  # seconds: the fastest any /stats/stream reader is fed
 DEFAULT_STREAM_READERS = 16  # /stats/stream readers per process (ServiceSettings)
+MAX_CHANNEL_WORKERS = 64
 
 
 async def dial_link(url: str) -> ClientConnection:
@@ -327,6 +330,36 @@ class ChannelSettings(ServiceSettings):
         description="bearer token required by PUT/DELETE/POST of the control API; mandatory "
         "when --host is not loopback (HOPLINK_CONTROL_TOKEN)",
     )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=MAX_CHANNEL_WORKERS,
+        description="processes carrying the links behind the one --link-port (SO_REUSEPORT: the "
+        "kernel spreads the Tx links over them), each with its own seeded impairments and "
+        "--max-links; with N > 1 this process is their control plane: it serves REST, metrics "
+        "and the dashboard on --port, applies every change to all of them and sums their /stats",
+    )
+    worker_index: int | None = Field(
+        None,
+        ge=0,
+        lt=MAX_CHANNEL_WORKERS,
+        description="set by the control plane on the workers it starts: this process is worker "
+        "I of --workers N, shares --link-port and numbers its links I, I+N, I+2N… (a link's "
+        "number seeds its impairments, so no two workers' links draw the same)",
+    )
+
+    @model_validator(mode="after")
+    def _one_link_port(self) -> "ChannelSettings":
+        if self.worker_index is not None and self.worker_index >= self.workers:
+            raise ValueError(f"worker_index {self.worker_index} of {self.workers} workers")
+        if self.workers > 1 and self.link_port == 0:
+            raise ValueError("--workers N > 1 needs a fixed --link-port (the workers share it)")
+        return self
+
+    @property
+    def control_plane(self) -> bool:
+        """Whether this process starts the workers and carries no link itself."""
+        return self.workers > 1 and self.worker_index is None
 
 
 S = TypeVar("S", bound=ServiceSettings)
@@ -428,6 +461,8 @@ class Service(Protocol):
 
     def snapshot(self) -> BaseModel: ...
 
+    # Optional: ``async def refresh(self) -> None``, awaited before every read (see create_app).
+
 
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
@@ -457,6 +492,7 @@ def create_app(
     stats_interval: float = 0.5,
     metrics: Iterable[Any] = (),
     link: LinkServer | None = None,
+    middleware: Iterable[Callable[..., Awaitable[Any]]] = (),
 ) -> "FastAPI":
     """A FastAPI app around ``service``: lifespan start/stop plus the common endpoints.
 
@@ -465,9 +501,15 @@ def create_app(
     created in the lifespan and reached by routes through ``get_service``. ``metrics`` are the
     process's collectors (declared families and histograms, :mod:`shared.metrics`), registered
     in the app's own registry. ``link``: the process's data plane, started after the service
-    and stopped after it (its port is open before the REST port answers).
+    and stopped after it (its port is open before the REST port answers). ``middleware``: HTTP
+    middleware functions (``async (request, call_next)``), inside the body limit and CORS.
+
+    A service with an ``async refresh()`` has it awaited before every GET it answers (the
+    common reads, the routers' GETs, each /stats/stream event): its numbers are then as current
+    as the read.
     """
     collectors = tuple(metrics)  # (the route below is named metrics)
+    refresh = getattr(service, "refresh", None)
     from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.middleware.cors import CORSMiddleware
@@ -502,6 +544,12 @@ def create_app(
                 await link.stop()
 
     app = FastAPI(title=title, lifespan=lifespan)
+    for function in middleware:  # added first: the body limit and CORS wrap them
+        app.middleware("http")(function)
+
+    async def fresh(request: Request) -> None:
+        if refresh is not None and request.method == "GET":
+            await refresh()
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -513,7 +561,7 @@ def create_app(
     # read-only endpoints answer GET from any origin; nothing that changes state is cross-origin.
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET"])
     app.add_middleware(BodySizeLimit, max_bytes=MAX_REQUEST_BYTES)  # shared/protocol/security.py
-    common = APIRouter(tags=["service"])
+    common = APIRouter(tags=["service"], dependencies=[Depends(fresh)])
 
     @common.get("/healthz", response_model=Health)
     async def healthz(request: Request) -> Health:
@@ -540,9 +588,11 @@ def create_app(
             streams["refused"] += 1
             raise HTTPException(503, f"{limit} stats streams are open already; poll /stats")
 
-    def shared_snapshot(svc: Service) -> str:
+    async def shared_snapshot(svc: Service) -> str:
         now = asyncio.get_running_loop().time()
         if now - streams["at"] >= interval / 2:
+            if refresh is not None:
+                await refresh()
             streams["at"], streams["json"] = now, svc.snapshot().model_dump_json()
         return streams["json"]
 
@@ -561,7 +611,7 @@ def create_app(
         streams["readers"] += 1
         try:
             while not await request.is_disconnected():
-                yield ServerSentEvent(raw_data=shared_snapshot(svc), event="stats")
+                yield ServerSentEvent(raw_data=await shared_snapshot(svc), event="stats")
                 await asyncio.sleep(interval)
         finally:
             streams["readers"] -= 1
@@ -573,7 +623,7 @@ def create_app(
 
     app.include_router(common)
     for router in routers:
-        app.include_router(router)
+        app.include_router(router, dependencies=[Depends(fresh)])
     return app
 
 

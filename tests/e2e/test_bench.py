@@ -52,6 +52,10 @@ def test_quick_bench_reports_every_figure_beside_its_floor(tmp_path):
         assert row["channel_cpu"] >= 0 and row["channel_rss_mb"] > 0
         for key in ("p50_ms_direct", "added_p99_ms", "added_p99_ms_bare"):
             assert isinstance(row[key], float)
+        # The same links through a channel of two workers (--workers 2): all carried too.
+        count = row["accounting_workers"]
+        assert row["channel_workers"] == 2 and sum(count["links_per_worker"]) == n
+        assert count["sent"] == count["delivered"] + count["lost"] == count["channel_frames_in"]
 
     pipeline = results["pipeline"]
     assert {(r["path"], r["codec"]) for r in pipeline} >= {

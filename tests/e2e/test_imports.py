@@ -14,5 +14,8 @@ def test_the_channel_core_does_not_import_torch():
 
 
 def test_channel_never_imports_torch() -> None:
-    code = "import channel.server, channel.__main__, sys; assert 'torch' not in sys.modules"
+    code = (
+        "import channel.server, channel.workers, channel.__main__, sys; "
+        "assert 'torch' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
