@@ -398,6 +398,8 @@ class RxService:
         self.sessions = 0
         self.machine = LinkStateMachine()  # the link's state (one link at a time)
         self.link: ServerConnection | None = None
+        self._link_free = asyncio.Event()  # set while no socket holds the link slot
+        self._link_free.set()
         self.links_accepted = 0
         self.refusals: dict[str, int] = {}
         self.last_close: tuple[int, str] | None = None
@@ -476,11 +478,19 @@ class RxService:
         if first is None:
             return
         if self.link is not None:
-            self._refused(CloseCode.LINK_BUSY)
-            with contextlib.suppress(Exception):
-                await ws.close(CloseCode.LINK_BUSY, "the receiver already serves a link")
-            return
+            if not self._supersedes(first[0]):
+                self._refused(CloseCode.LINK_BUSY)
+                with contextlib.suppress(Exception):
+                    await ws.close(CloseCode.LINK_BUSY, "the receiver already serves a link")
+                return
+            await self._drop_link(CloseCode.SUPERSEDED, "a new link of this stream took over")
+            if self.link is not None:  # another socket took the slot meanwhile
+                self._refused(CloseCode.LINK_BUSY)
+                with contextlib.suppress(Exception):
+                    await ws.close(CloseCode.LINK_BUSY, "the receiver already serves a link")
+                return
         self.link = ws
+        self._link_free.clear()
         self.machine.handle(LinkEvent.ACCEPT)
         try:
             self.machine.handle(LinkEvent.HELLO_RECEIVED)
@@ -496,6 +506,29 @@ class RxService:
             self.link = None
             self._auth = None
             self.machine.handle(LinkEvent.HANG_UP)
+            self._link_free.set()
+
+    def _supersedes(self, hello: Hello) -> bool:
+        """Whether ``hello`` may take the slot from the link being served: with a secret, a
+        HELLO that passed its MAC and its nonce check comes from a holder of the secret, and one
+        of the stream being served is that stream's Tx reconnecting (its old socket may be dead,
+        or held by someone who replayed an old HELLO to a restarted Rx and can seal nothing)."""
+        return (
+            self.settings.secret is not None
+            and bool(hello.stream)
+            and (hello.stream == self._stream_id)
+        )
+
+    async def _drop_link(self, code: CloseCode, reason: str) -> None:
+        """Close the link being served and wait until its handler has let the slot go."""
+        old = self.link
+        if old is None:
+            return
+        log.warning("closing the link being served (%d): %s", code, reason)
+        self._refused(code, "superseded")
+        with contextlib.suppress(Exception):
+            await old.close(code, reason)
+        await self._link_free.wait()
 
     async def _read_hello(self, ws: ServerConnection) -> tuple[Hello, bytes] | None:
         """The socket's first message, a valid HELLO (MAC, nonce, version, digests), or None

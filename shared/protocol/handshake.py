@@ -39,6 +39,7 @@ class CloseCode(IntEnum):
     RX_UNREACHABLE = 4005  # the channel could not reach the Rx
     AUTH_FAILED = 4006  # HELLO without a valid MAC under the link's secret, or replayed
     HELLO_TIMEOUT = 4007  # no HELLO within the handshake deadline (transient: the Tx retries)
+    SUPERSEDED = 4008  # a fresh authenticated HELLO of the same stream took the link slot over
 
 
 # Reconnecting cannot fix these: the two ends disagree, so the Tx stops and says why.

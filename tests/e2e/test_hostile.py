@@ -485,6 +485,44 @@ async def test_a_hello_replayed_to_a_restarted_rx_cannot_drive_it(bench: Bench) 
     assert c["ids_desynced"] == 0 and c["prototypes_noised"] == 0
 
 
+async def test_a_replayed_hello_holding_the_slot_gives_way_to_the_real_tx(bench: Bench) -> None:
+    """A HELLO replayed to a restarted Rx takes the link slot (the Rx cannot tell it from a
+    reconnect) but can seal nothing. The real Tx of that stream, with a fresh HELLO, takes the
+    slot over (the replayer is closed with 4008) and streams; a HELLO of another stream is still
+    refused as busy, and the replayed one, now known, is refused outright."""
+    hello = sign_hello(dataclasses.replace(bench.hello(), stream="victim"), SECRET)
+    restarted = await asyncio.to_thread(
+        bench.procs.start, "rx", ["receiver"], env={"HOPLINK_SECRET": SECRET}, key="rx-held"
+    )
+    try:
+        replayer, _ = await open_link(restarted.ws_url, hello)  # holds the slot, idle
+        other = sign_hello(dataclasses.replace(bench.hello(), stream="someone-else"), SECRET)
+        _, code, _ = await refused(restarted.ws_url, encode(other))
+        assert code == CloseCode.LINK_BUSY
+        real = sign_hello(dataclasses.replace(bench.hello(), stream="victim"), SECRET)
+        ws, reply = await open_link(restarted.ws_url, real)
+        with pytest.raises(ConnectionClosed) as closed:
+            await replayer.recv()
+        assert closed.value.rcvd.code == CloseCode.SUPERSEDED
+        auth = link_auth(SECRET, "tx", real, reply)
+        new = TransmitterCore(CONFIG).on_frame(0, 0.0, _latent(np.random.default_rng(5))).message
+        async with ws:
+            await ws.send(auth.seal(encode(new)))
+            await ws.ping()
+
+            def counted() -> dict | None:
+                s = restarted.stats()
+                return s if s["counters"]["news"] == 1 else None
+
+            stats = await asyncio.to_thread(wait_for, counted, 10, "the real Tx's NEW")
+        _, code, reason = await refused(restarted.ws_url, encode(hello))  # known now
+        assert code == CloseCode.AUTH_FAILED and "replayed" in reason
+    finally:
+        await asyncio.to_thread(bench.procs.stop, "rx-held")
+    assert stats["link"]["links_refused_by_code"]["superseded"] == 1
+    assert stats["traffic"]["auth_forged"] == 0
+
+
 # --- a restarted Rx accounts only for what it can know -------------------------------------------
 
 
