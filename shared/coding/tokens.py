@@ -172,7 +172,7 @@ class TokenCoder(SegmentedCoder):
             number=number,
             kind=[AdaptiveModel(p) for p in quiet + changing]
             + [AdaptiveModel(np.array([1, 8, 8]))],
-            ref_class=AdaptiveModel(np.array([4, 4, 4, 2])),
+            ref_class=AdaptiveModel(np.array([4, 4, 1, 2])),
             # nearer places first: the same place and the first ring weigh most
             near=AdaptiveModel(np.where(np.abs(NEAR_OFFSETS).max(1) <= 1, 4, 2)),
             latent=AdaptiveModel(
