@@ -86,6 +86,9 @@ class RxStep:
     frames: list[RxFrame] = field(default_factory=list)
     replies: list[Message] = field(default_factory=list)
     hits: list[int] = field(default_factory=list)  # frames decoded as hits (HIT, or CODED hit)
+    # Frames whose message this step admitted (not a duplicate): their bits count on arrival,
+    # even when decoding waits for an earlier frame (CODED frames decode in sequence order).
+    admitted: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -587,6 +590,7 @@ class ReceiverCore:
         self._suspect = None
         self._received.add(seq)
         self._highest = max(self._highest, seq)
+        step.admitted.append(seq)
         self._declare_lost(self._highest - self.reorder_window, step)
         return True
 

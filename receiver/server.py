@@ -109,6 +109,9 @@ from shared.service import (
 log = logging.getLogger("hoplink.rx")
 
 TIMELINE_FRAMES = 300  # recent frames kept for a dashboard
+# Pixels of recently shown latents (hits repeat recent prototypes): ~1,300 frames at 64x64, ~40
+# token frames at 240 p. Small enough to fill within a soak's warm-up, so growth beyond it is real.
+RX_DECODE_CACHE_BYTES = 16 * 2**20
 SUMMARY_WINDOW = 20_000  # link figures cover the last this many settled frames (bounded cost)
 
 
@@ -184,9 +187,10 @@ class RxSession:
             log.exception("session %d: %s message failed", self.number, message.TYPE)
             step = self.core.fail(message, f"{message.TYPE}: {type(exc).__name__}: {exc}")
         seq = getattr(message, "seq", None)
-        if isinstance(message, FRAME_MESSAGES) and any(f.seq == seq for f in step.frames):
-            # A frame the core admitted (duplicates produce no frame): remember what it cost.
-            # An entropy-coded frame's kind is known once the core decoded it (step.hits).
+        if isinstance(message, FRAME_MESSAGES) and seq in step.admitted:
+            # A frame the core admitted (not a duplicate): remember what it cost, now, even if
+            # it waits for an earlier frame to decode. An entropy-coded frame's kind is known
+            # once the core decoded it (step.hits).
             self.admitted += 1
             self.ledger.frame(seq, message, hit=False, wire_bytes=payload_bytes)
         elif not isinstance(message, FRAME_MESSAGES):  # REFRESH, DIGEST, BYE: link bits too
@@ -333,7 +337,7 @@ class RxDigest(BaseModel):
 
 class TimelineEntry(BaseModel):
     seq: int
-    kind: str | None  # "HIT" | "NEW" | None (lost)
+    kind: str | None  # "HIT" | "NEW" | None (lost: nothing was shown)
     bits: int
     refresh_bits: int  # REFRESHes that arrived since the previous settled frame (eq. 3)
     outcome: str
@@ -392,7 +396,7 @@ class RxService:
             if settings.reference
             else None
         )
-        self.decoder = DecodeCache(self.codec)  # bounded in bytes (shared/codec/cache.py)
+        self.decoder = DecodeCache(self.codec, max_bytes=RX_DECODE_CACHE_BYTES)
         self.metrics = RxMetrics()  # receiver/metrics.py: what GET /metrics serves
         self.session = self._new_session(0)
         self.sessions = 0
@@ -858,7 +862,7 @@ class RxService:
             timeline=[
                 TimelineEntry(
                     seq=r.seq,
-                    kind=None if r.bits == 0 else ("HIT" if r.hit else "NEW"),
+                    kind=None if r.outcome is Outcome.LOST else ("HIT" if r.hit else "NEW"),
                     bits=r.bits,
                     refresh_bits=refresh_bits,
                     outcome=r.outcome.value,

@@ -75,3 +75,32 @@ def test_a_core_failure_is_caught_counted_and_its_frame_concealed(monkeypatch) -
     outcomes = {r.seq: r.outcome for r in session.settled}
     assert sorted(outcomes) == list(range(40))
     assert outcomes[7] is Outcome.CONCEALED
+
+
+def test_a_coded_frame_waiting_for_an_earlier_one_is_counted_on_arrival() -> None:
+    """Entropy-coded frames decode in sequence order: frames behind a late one wait. What they
+    cost is counted when they arrive (it travelled), and once the late frame comes every record
+    has its own bits: none is mistaken for a frame no message described."""
+    cfg = build_config(
+        {"threshold": 0.95, "capacity": 64, "memory": "vq", "entropy_coding": True},
+        read_env=False,
+    )
+    latents = drifting_latents()
+    tx, session = TransmitterCore(cfg), RxSession(cfg, 1, refresh_timeout=1.0)
+    messages = [tx.on_frame(seq, 0.0, z).message for seq, z in enumerate(latents[:12])]
+    late = messages.pop(5)  # arrives after frames 6..11
+    settled = []
+    for message in [*messages, late]:
+        step = session.on_message(message, 100, 0.0)
+        settled += [record for record, _ in session.settle(step)]
+        if message is messages[-1]:
+            assert session.ledger.frames == 11  # 6..11 counted while they wait for 5
+    assert session.ledger.frames == 12
+    expected = {m.seq: semantic_bits(m, cfg) for m in [*messages, late]}
+    timeline = {record.seq: record for record, _ in session.timeline}
+    assert sorted(timeline) == list(range(12))
+    assert all(timeline[seq].bits == expected[seq] for seq in range(12))
+    assert session.ledger.frame_bits == sum(expected.values()) > 0
+    # a coded hit may cost no bits at all (its range-coded payload is empty); it is still a
+    # frame that was shown, not a lost one
+    assert all(record.outcome is not Outcome.LOST for record in timeline.values())
