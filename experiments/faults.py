@@ -36,6 +36,11 @@ verification of the referenced prototype plus a union bound over the lookup's ca
 sums it: ``risk`` is the expected number of silent wrong frames. Frames on the same wrong
 prototype repeat one and the same cue comparison (the hyperplanes are fixed), so the check is
 made on distinct (shown, true) pairs: ``pairs ≤ risk_pairs + 3·sqrt(risk_pairs) + 3``.
+With DELTA or entropy-coded frames (link tools) the same model is applied when the Rx resolves
+a frame's reference (a coded HIT's, a DELTA's base): a wrong one passed its cue, or was trusted
+because the coded cue was not sent (``coded_cue=on_change``: same reference as the previous
+frame), which the model counts as certain acceptance — a mode that verifies less shows its
+silent wrong frames (DESIGN "Comparing methods at matched quality").
 A NEW or REFRESH whose latent bits the channel flipped is wrong content that no cue covers (the
 protocol carries no checksum); such frames are counted apart (``payload wrong``) and must not
 exceed the latent messages the channel corrupted.

@@ -104,6 +104,21 @@ class InProcessLink:
         self.payload_wrong = 0
         self.refresh_wrong = 0  # hits shown from a refresh that were not the Tx's latent
         self._pending_risk: dict[int, dict[tuple[bytes, bytes, int], float]] = {}
+        # Link tools (CODED, DELTA): frames that show a reference (a HIT's, a DELTA's base) are
+        # accepted by that reference's cue — when one is sent — not carried by their payload, so
+        # a wrong one is a silent wrong frame, modelled when the Rx resolves the reference.
+        self.referencing: set[int] = set()
+        self._tx_before: dict[int, np.ndarray] = {}  # Tx prototypes when such a frame was decided
+        if model_cue_risk and hasattr(self.rx, "_apply_symbols") and not config.token_link:
+            apply_symbols = self.rx._apply_symbols
+
+            def modelled(seq, t, symbols, now, step):  # the Rx core's own, risk taken first
+                before = self._tx_before.pop(seq, None)
+                if symbols.kind != "new" and before is not None:
+                    self._pending_risk[seq] = self._reference_risk(symbols.ref, symbols.cue, before)
+                return apply_symbols(seq, t, symbols, now, step)
+
+            self.rx._apply_symbols = modelled
 
     # -- moving messages ---------------------------------------------------------------------------
 
@@ -185,10 +200,16 @@ class InProcessLink:
     # -- frames ------------------------------------------------------------------------------------
 
     def frame(self, seq: int, latent: np.ndarray) -> TxFrame:
+        tools = self.config.uses_link_tools and not self.config.token_link
+        before = self.tx.memory.prototypes.copy() if tools and self.model_cue_risk else None
         decision = self.tx.on_frame(seq, self.now, latent)
         self.expected[seq] = decision.latent
         if isinstance(decision.message, Hit):
             self.true_cue[seq] = decision.message.cue
+        elif tools and decision.kind in ("hit", "delta"):
+            self.referencing.add(seq)
+            if before is not None:
+                self._tx_before[seq] = before
         data = encode(decision.message)
         self.ledger.frame(
             seq,
@@ -244,7 +265,8 @@ class InProcessLink:
                 continue
             if frame.outcome is Outcome.DECODED and record is not None and record.hit:
                 self.silent_decoded += 1
-            if frame.seq in self.true_cue:  # a hit accepted by its cue (after a repair or not)
+            if frame.seq in self.true_cue or frame.seq in self.referencing:
+                # a frame that shows a reference accepted by its cue (after a repair or not)
                 self.silent.append((_key(frame.latent), _key(expected)))
                 if frame.outcome is Outcome.RECOVERED_REFRESH:
                     self.refresh_wrong += 1
@@ -295,6 +317,53 @@ class InProcessLink:
         refreshed = self._reconstruct(self.tx.memory, None, hit)
         if refreshed is not None:
             add(refreshed, fails)
+        return risk
+
+    def _reference_risk(
+        self, ref: int, cue: int | None, tx_prototypes: np.ndarray
+    ) -> dict[tuple[bytes, bytes, int], float]:
+        """Upper bounds of P(the Rx resolves reference ``ref`` of a CODED or DELTA frame to a
+        prototype not the Tx's), as :meth:`_hit_risk` for a HIT. ``cue``: the cue the Rx decoded
+        (None: not sent, the reference is trusted, so a wrong prototype is accepted for sure);
+        ``tx_prototypes``: the Tx memory when it decided the frame."""
+        cfg, rx = self.config, self.rx
+        bits, tolerance = cfg.cue_bits, cfg.cue_tolerance
+        if not 0 <= ref < cfg.capacity:
+            return {}
+        true_latent = tx_prototypes[ref]
+        verify = cue is not None and bits > 0
+        flipped = hamming(cue, self.tx.hasher.cue(true_latent)) if verify else 0
+        true = _key(true_latent)
+        risk: dict[tuple[bytes, bytes, int], float] = {}
+
+        def p_accept(latent: np.ndarray) -> float:
+            if not verify:
+                return 1.0
+            cos = float(np.clip(np.dot(latent, true_latent), -1.0, 1.0))
+            return accept_probability(bits, tolerance, math.acos(cos), flipped)
+
+        def add(latent: np.ndarray, cap: float = 1.0) -> None:
+            if np.array_equal(latent, true_latent):
+                return
+            key = (_key(latent), true, flipped)
+            risk[key] = min(1.0, risk.get(key, 0.0) + min(cap, p_accept(latent)))
+
+        fails = 1.0
+        slot = int(rx.id_map[ref])
+        if rx.memory.filled[slot]:
+            candidate = rx.memory.prototypes[slot]
+            if np.array_equal(candidate, true_latent):
+                fails = float(verify and flipped > tolerance)
+            else:
+                fails = 1.0 - p_accept(candidate)
+                add(candidate)
+        if verify:  # the lookup is taken only on a cue
+            for filled in np.flatnonzero(rx.memory.filled):
+                add(rx.memory.prototypes[filled], fails)
+        # What a refresh brings: the Tx's prototype by then (its current one, or the slot a
+        # DELTA writes, both bounded by the Tx memory now).
+        if self.tx.memory.filled[ref]:
+            add(self.tx.memory.prototypes[ref], fails)
         return risk
 
     def _reconstruct(self, memory, id_map, hit: Hit) -> np.ndarray | None:

@@ -383,6 +383,10 @@ class ReceiverCore:
             raise ProtocolError(f"coded {coded.seq}: this link is not entropy-coded")
         if not self._admit(coded.seq, step):
             return
+        if coded.seq < self._coded_next:  # its segment was given up on (see _drain_coded)
+            self.counters.coded_desynced += 1
+            self._settle(coded.seq, coded.t, self.last_good, Outcome.CONCEALED, step)
+            return
         self._coded_held[coded.seq] = coded
         self._drain_coded(now, step)
 
@@ -393,9 +397,13 @@ class ReceiverCore:
             seq = self._coded_next
             coded = self._coded_held.pop(seq, None)
             if coded is None:
-                if seq >= self._floor:
+                if seq >= self._floor and not self._later_segment_held(seq):
                     return  # not here yet, and not given up on
-                self._coded_broken = coder.segment_of(seq)  # lost: its model updates are gone
+                # Counted lost, or a frame of a later segment came first: the Tx has reset its
+                # models since, so waiting for this one (up to the reorder window) would only hold
+                # every later frame back; what is left of its segment cannot be decoded without
+                # it. Not settled here: it is counted lost, or concealed if it still comes.
+                self._coded_broken = coder.segment_of(seq)
                 self._coded_next += 1
                 continue
             self._coded_next += 1
@@ -418,6 +426,11 @@ class ReceiverCore:
             self.counters.deltas += symbols.kind == "delta"
             self.counters.news += symbols.kind == "new"
             self._apply_symbols(seq, coded.t, symbols, now, step)
+
+    def _later_segment_held(self, seq: int) -> bool:
+        """A CODED frame of a segment after ``seq``'s has arrived."""
+        held = max(self._coded_held, default=-1)
+        return self.coder.segment_of(held) > self.coder.segment_of(seq)
 
     def _decode_payload(self, coded: Coded) -> FrameSymbols:
         """The symbols of a CODED frame (the token core decodes a grid instead)."""

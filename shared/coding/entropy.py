@@ -39,7 +39,8 @@ both ends hold bit-identical tables. Before the first frame of every segment
 (``seq // entropy_reset``) all models, the move-to-front list and the slot predictor return to
 their priors. The reset is keyed to sequence numbers, not to any message, so a lost frame (or a
 lost DIGEST) desynchronizes the Rx only until the next segment: the Rx decodes a segment's frames
-in sequence order and conceals the rest of a segment once one of its frames is lost.
+in sequence order and conceals the rest of a segment once one of its frames is lost (or once a
+frame of a later segment arrives before it: the Rx does not wait for a gap beyond its segment).
 """
 
 from __future__ import annotations

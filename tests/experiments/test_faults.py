@@ -35,6 +35,27 @@ def test_fault_cell_in_process(cell: faults.FaultCell, latents) -> None:
         assert result.reconverge_bound is not None
 
 
+LINK_TOOLS = ({"entropy_coding": True}, {"delta": True}, {"entropy_coding": True, "delta": True})
+
+
+@pytest.mark.parametrize("tools", LINK_TOOLS, ids=lambda t: "+".join(t))
+def test_fault_matrix_holds_with_link_tools(tools: dict, latents) -> None:
+    """The short matrix with DELTA and entropy-coded frames: a frame that shows a reference (a
+    coded HIT, a DELTA's base) is accepted by that reference's cue, or trusted when the coded
+    cue is not sent, so a wrong one is a silent wrong frame in the cue model, not a payload
+    changed in transit; and a loss holds back no frame of a later entropy segment, so the
+    memories re-converge within the same bound."""
+    config = faults.matrix_config(**tools)
+    results = faults.run_matrix(faults.matrix(), latents, config)
+    for result in results:
+        assert not result.problems(), faults.render([result])
+    by_name = {r.cell: r for r in results}
+    if tools.get("entropy_coding"):  # unverified references under Rx corruption are shown
+        noised = by_name["noise sigma 0.5"]
+        assert noised.silent_wrong > 0 and noised.payload_wrong == 0
+        assert noised.risk >= noised.silent_wrong
+
+
 def test_faults_are_seeded(latents) -> None:
     """The same cell twice gives the same numbers (the matrix is reproducible)."""
     cell = next(c for c in CELLS if c.name == "everything at once")

@@ -133,6 +133,44 @@ def test_lost_frame_conceals_the_rest_of_its_segment_only():
     assert rx.digest == tx.memory.digest()  # the DIGEST repaired the missed writes
 
 
+def test_a_lost_frame_holds_back_no_frame_of_a_later_segment():
+    """A gap waits for its frame only until a frame of a later segment arrives (the Tx has reset
+    its models since): the next segment decodes on arrival, not a reorder window later, and the
+    lost frame, should it still come, is concealed and settled once."""
+    cfg = _cfg(entropy_reset=20)
+    latents = drifting_latents(n=100)
+    tx, rx = TransmitterCore(cfg), ReceiverCore(cfg, reorder_window=64)
+    messages = [tx.on_frame(seq, 0.0, z).message for seq, z in enumerate(latents)]
+    settled_when: dict[int, int] = {}  # frame -> the frame whose delivery settled it
+    outcomes = {}
+
+    def note(frames, at):
+        for frame in frames:
+            if frame.outcome is not None:
+                assert frame.seq not in outcomes, f"frame {frame.seq} settled twice"
+                outcomes[frame.seq] = frame.outcome
+                settled_when[frame.seq] = at
+
+    for message in messages:
+        if message.seq == 25:
+            continue  # held on the channel: it comes after frame 45
+        note(deliver(tx, rx, message), message.seq)
+        if message.seq == 45:
+            note(deliver(tx, rx, messages[25]), 45)
+        if message.seq % 20 == 19:
+            deliver(tx, rx, tx.digest())
+    note(rx.finish(99).frames, 99)
+    assert sorted(outcomes) == list(range(100))
+    assert outcomes[25] is Outcome.CONCEALED  # came after its segment was given up
+    assert all(outcomes[s] is Outcome.CONCEALED for s in range(26, 40))
+    assert all(settled_when[s] == 40 for s in range(26, 41))  # not at frame 25 + 64
+    assert all(settled_when[s] == s for s in range(41, 100))
+    later = [outcomes[s] for s in range(40, 100)]
+    assert all(o is not Outcome.CONCEALED and o is not Outcome.LOST for o in later)
+    assert rx.counters.lost == 0 and rx.counters.coded_desynced == 15
+    assert rx.digest == tx.memory.digest()
+
+
 def test_out_of_order_coded_frames_wait_for_their_predecessor():
     cfg = _cfg()
     latents = drifting_latents(n=10)
