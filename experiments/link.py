@@ -282,23 +282,10 @@ class InProcessLink:
         true_cue = self.true_cue.get(hit.seq)
         if expected is None or true_cue is None:
             return None  # a seq the channel changed (whole-frame errors): not modelled
-        cfg, rx = self.config, self.rx
-        bits, tolerance = cfg.cue_bits, cfg.cue_tolerance
+        rx, tolerance = self.rx, self.config.cue_tolerance
         flipped = hamming(hit.cue, true_cue)
-        true = _key(expected)
-        risk: dict[tuple[bytes, bytes, int], float] = {}
-
-        def p_accept(latent: np.ndarray) -> float:
-            if bits == 0:
-                return 1.0
-            cos = float(np.clip(np.dot(latent, expected), -1.0, 1.0))
-            return accept_probability(bits, tolerance, math.acos(cos), flipped)
-
-        def add(latent: np.ndarray, cap: float = 1.0) -> None:
-            if np.array_equal(latent, expected):
-                return
-            key = (_key(latent), true, flipped)  # one comparison: same latents, same cue bits
-            risk[key] = min(1.0, risk.get(key, 0.0) + min(cap, p_accept(latent)))
+        tally = _RiskTally(expected, self.config.cue_bits, tolerance, flipped)
+        p_accept, add = tally.p_accept, tally.add
 
         # 1. Verification of the referenced prototype (or blend) in the Rx memory.
         fails = 1.0  # P(verification fails), when the lookup and refresh paths are taken
@@ -317,7 +304,7 @@ class InProcessLink:
         refreshed = self._reconstruct(self.tx.memory, None, hit)
         if refreshed is not None:
             add(refreshed, fails)
-        return risk
+        return tally.risk
 
     def _reference_risk(
         self, ref: int, cue: int | None, tx_prototypes: np.ndarray
@@ -327,26 +314,15 @@ class InProcessLink:
         (None: not sent, the reference is trusted, so a wrong prototype is accepted for sure);
         ``tx_prototypes``: the Tx memory when it decided the frame."""
         cfg, rx = self.config, self.rx
-        bits, tolerance = cfg.cue_bits, cfg.cue_tolerance
+        tolerance = cfg.cue_tolerance
         if not 0 <= ref < cfg.capacity:
             return {}
         true_latent = tx_prototypes[ref]
-        verify = cue is not None and bits > 0
+        verify = cue is not None and cfg.cue_bits > 0
         flipped = hamming(cue, self.tx.hasher.cue(true_latent)) if verify else 0
-        true = _key(true_latent)
-        risk: dict[tuple[bytes, bytes, int], float] = {}
-
-        def p_accept(latent: np.ndarray) -> float:
-            if not verify:
-                return 1.0
-            cos = float(np.clip(np.dot(latent, true_latent), -1.0, 1.0))
-            return accept_probability(bits, tolerance, math.acos(cos), flipped)
-
-        def add(latent: np.ndarray, cap: float = 1.0) -> None:
-            if np.array_equal(latent, true_latent):
-                return
-            key = (_key(latent), true, flipped)
-            risk[key] = min(1.0, risk.get(key, 0.0) + min(cap, p_accept(latent)))
+        # no cue: the reference is trusted, a wrong prototype accepted for sure (0 cue bits)
+        tally = _RiskTally(true_latent, cfg.cue_bits if verify else 0, tolerance, flipped)
+        p_accept, add = tally.p_accept, tally.add
 
         fails = 1.0
         slot = int(rx.id_map[ref])
@@ -364,7 +340,7 @@ class InProcessLink:
         # DELTA writes, both bounded by the Tx memory now).
         if self.tx.memory.filled[ref]:
             add(self.tx.memory.prototypes[ref], fails)
-        return risk
+        return tally.risk
 
     def _reconstruct(self, memory, id_map, hit: Hit) -> np.ndarray | None:
         """The latent ``memory`` rebuilds for ``hit`` (None: a reference it cannot resolve)."""
@@ -394,6 +370,30 @@ class InProcessLink:
             if ref >= len(ours) or ours[ref] != theirs[ref] or not rx.memory.filled[slot]:
                 stale += 1
         return stale + int(rx.memory.count > tx.count)
+
+
+class _RiskTally:
+    """Upper bounds of P(the Rx accepts a wrong latent in place of ``true``), summed per wrong
+    candidate and keyed by the comparison (shown latent, true latent, cue bits flipped)."""
+
+    def __init__(self, true: np.ndarray, bits: int, tolerance: int, flipped: int) -> None:
+        self.true, self.bits, self.tolerance, self.flipped = true, bits, tolerance, flipped
+        self._true_key = _key(true)
+        self.risk: dict[tuple[bytes, bytes, int], float] = {}
+
+    def p_accept(self, latent: np.ndarray) -> float:
+        """P(a cue of ``latent`` passes as the true one's); 1 with no cue bits."""
+        if self.bits == 0:
+            return 1.0
+        cos = float(np.clip(np.dot(latent, self.true), -1.0, 1.0))
+        return accept_probability(self.bits, self.tolerance, math.acos(cos), self.flipped)
+
+    def add(self, latent: np.ndarray, cap: float = 1.0) -> None:
+        """Count ``latent`` as a candidate reached with probability at most ``cap``."""
+        if np.array_equal(latent, self.true):
+            return
+        key = (_key(latent), self._true_key, self.flipped)  # one comparison: same latents, bits
+        self.risk[key] = min(1.0, self.risk.get(key, 0.0) + min(cap, self.p_accept(latent)))
 
 
 def _key(latent: np.ndarray) -> bytes:
