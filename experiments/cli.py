@@ -19,7 +19,7 @@ from typing import NoReturn
 from benchmarks.run import CHANNEL_WORKERS, SECTIONS
 from benchmarks.run import main as run_bench
 from experiments.demo import DemoError, add_demo_arguments, run_demo
-from experiments.tables import TERMINAL_WIDTH, render_table
+from experiments.tables import LINK_HEADERS, TERMINAL_WIDTH, link_cells, render_table
 from shared.codec.zoo import WEIGHTS_DIR_ENV
 from shared.config import ConfigError, add_config_arguments, config_from_args
 from shared.service import (
@@ -89,18 +89,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
         f"scenario {args.scenario}: {s.frames} frames, memory={config.memory}, "
         f"τ={config.threshold}, M={config.capacity}, codec {codec.name}"
     )
-    headers = ["link b/f", "semantic b/f", "wire b/f", "hit rate", "NEW", "CR", "η", "C", "PSNR dB"]
-    row = [
-        s.link_bits_per_frame,
-        s.semantic_bits_per_frame,
-        s.wire_bits_per_frame,
-        s.hit_rate,
-        s.news,
-        s.compression_ratio,
-        s.efficiency,
-        s.capacity,
-        s.psnr,
-    ]
+    headers = [*LINK_HEADERS, "PSNR dB"]
+    row = [*link_cells(s), s.psnr]
     if config.token_link:  # CR, η and C are the paper's per-latent figures: not defined here
         row[5:8] = ["–", "–", "–"]
     print(render_table(headers, [row]))

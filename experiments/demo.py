@@ -213,10 +213,8 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.1) -> Any
 # --- the demo ------------------------------------------------------------------------------------
 
 
-def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--scenario", default="low_motion", help="scenario or video file")
-    parser.add_argument("--frames", type=int, default=120, help="frames to stream (default 120)")
-    parser.add_argument("--fps", type=float, default=30.0, help="frames per second (0: unpaced)")
+def add_impair_argument(parser: argparse.ArgumentParser) -> None:
+    """``--impair`` as the demo and the soak take it: the channel's startup impairments."""
     parser.add_argument(
         "--impair",
         action="append",
@@ -224,6 +222,13 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR.NAME.ATTR=VALUE",
         help="channel impairment (repeatable); default: " + " ".join(DEMO_IMPAIRMENTS),
     )
+
+
+def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scenario", default="low_motion", help="scenario or video file")
+    parser.add_argument("--frames", type=int, default=120, help="frames to stream (default 120)")
+    parser.add_argument("--fps", type=float, default=30.0, help="frames per second (0: unpaced)")
+    add_impair_argument(parser)
     parser.add_argument("--no-impairments", action="store_true", help="a perfect channel")
     parser.add_argument(
         "--json", action="store_true", help="print the final stats as JSON (implies --once)"

@@ -37,6 +37,7 @@ from experiments.demo import (
     Child,
     DemoError,
     Processes,
+    add_impair_argument,
     config_flags,
     start_stack,
     wait_for,
@@ -135,13 +136,7 @@ def add_soak_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="MB_PER_H",
         help="fail when the Rx grows faster than this after the warm-up (default 10)",
     )
-    parser.add_argument(
-        "--impair",
-        action="append",
-        default=None,
-        metavar="DIR.NAME.ATTR=VALUE",
-        help="channel impairment (repeatable); default: " + " ".join(DEMO_IMPAIRMENTS),
-    )
+    add_impair_argument(parser)
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from experiments.link import SimResult, simulate
-from experiments.tables import TERMINAL_WIDTH, Precise, render_table
+from experiments.tables import LINK_HEADERS, TERMINAL_WIDTH, Precise, link_cells, render_table
 from shared.accounting import LinkSummary, summarize
 from shared.codec.cache import DecodeCache
 from shared.codec.models import Codec
@@ -289,14 +289,7 @@ TABLE_HEADERS = [
     "group",
     "memory",
     "τ",
-    "link b/f",
-    "semantic b/f",
-    "wire b/f",
-    "hit rate",
-    "NEW",
-    "CR",
-    "η",
-    "C",
+    *LINK_HEADERS,
     "target dB",
     "PSNR dB",
     "SSIM",
@@ -318,14 +311,7 @@ def table_rows(table: PaperTable) -> list[list[object]]:
                 r.group,
                 r.method,
                 Precise(r.result.threshold),
-                s.link_bits_per_frame,
-                s.semantic_bits_per_frame,
-                s.wire_bits_per_frame,
-                s.hit_rate,
-                s.news,
-                s.compression_ratio,
-                s.efficiency,
-                s.capacity,
+                *link_cells(s),
                 r.target_psnr,
                 s.psnr,
                 s.ssim,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 
 def fmt(value: object, digits: int = 2) -> str:
@@ -70,3 +71,22 @@ def _column_blocks(widths: Sequence[int], width: int, keep: int) -> list[list[in
         block.append(i)
     blocks.append(block)
     return blocks
+
+
+# A link run's figures as every table prints them (sim, Table I): the three bit figures first.
+LINK_HEADERS = ["link b/f", "semantic b/f", "wire b/f", "hit rate", "NEW", "CR", "η", "C"]
+
+
+def link_cells(summary: Any) -> list[object]:
+    """The :data:`LINK_HEADERS` cells of a :class:`shared.accounting.LinkSummary`."""
+    s = summary
+    return [
+        s.link_bits_per_frame,
+        s.semantic_bits_per_frame,
+        s.wire_bits_per_frame,
+        s.hit_rate,
+        s.news,
+        s.compression_ratio,
+        s.efficiency,
+        s.capacity,
+    ]

@@ -236,18 +236,23 @@ class BodySizeLimit:
                 await self._refuse(send)
 
     async def _refuse(self, send: Any) -> None:
-        body = b'{"detail":"request body exceeds %d bytes"}' % self.max_bytes
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await _send_json_error(send, 413, f"request body exceeds {self.max_bytes} bytes")
+
+
+async def _send_json_error(send: Any, status: int, detail: str) -> None:
+    """An ASGI response ``{"detail": ...}`` with ``status``, as FastAPI answers its errors."""
+    body = b'{"detail":%s}' % _json_string(detail)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 class _TooLarge(Exception):
@@ -308,18 +313,7 @@ class HostGuard:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008, "reason": why[:123]})
             return
-        body = b'{"detail":%s}' % _json_string(why)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 403,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await _send_json_error(send, 403, why)
 
 
 def _host_name(host: str) -> str | None:
